@@ -1,0 +1,47 @@
+"""On-disk cache for generated or extracted data, safe across processes.
+
+Example:
+    >>> from agentgym_envs.cache import cache_dir
+    >>> cache_dir("textworld").name
+    'textworld'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def cache_root() -> Path:
+    """``$AGENTGYM_CACHE``, else ``$XDG_CACHE_HOME/agentgym_envs``, else ``~/.cache/agentgym_envs``."""
+    explicit = os.environ.get("AGENTGYM_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "agentgym_envs"
+
+
+def cache_dir(*parts: str) -> Path:
+    """A sub-directory of the cache root, created if missing."""
+    path = cache_root().joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``path`` (created if missing), held for the ``with`` block.
+
+    Two processes that build the same cache entry serialize on it; the second
+    one then finds the finished entry and reuses it.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

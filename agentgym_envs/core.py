@@ -1,0 +1,387 @@
+"""The environment contract shared by every agentgym family.
+
+A family subclasses :class:`TextEnv` and implements five small hooks
+(``_task_splits``, ``_start``, ``_execute``, and optionally ``_admissible`` and
+``_expert``).  The base class does everything else the same way for all
+families: task selection and seeding, parsing model text into actions, the
+step limit, the ``info`` schema, and turning crashes of an external simulator
+into truncated episodes.
+
+The ``info`` schema (every key is present after every ``reset`` and ``step``):
+
+==========================  ===========================================================
+key                         meaning
+==========================  ===========================================================
+``instruction``             the task, in words (also at the top of the first observation)
+``task_id``                 the task (game seed, game file, goal, ...) being played
+``split``                   the split the task came from
+``family``                  the environment family
+``admissible_actions``      list of valid commands, or ``None`` unless requested with
+                            ``admissible_actions=True`` (often the costliest part of a step)
+``expert_action``           the expert's next command, or ``None`` unless requested with
+                            ``expert_actions=True``
+``score`` / ``max_score``   the family's score so far and its maximum (``max_score`` is 1
+                            for families that only know win/lose)
+``won`` / ``lost``          the task was completed / failed
+``action``                  the command actually executed (after parsing and projection),
+                            ``None`` if nothing was executed
+``raw_action``              the text the agent sent
+``parse_error``             why the text could not be turned into an action, else ``None``
+``step``                    number of ``step`` calls in this episode
+``truncation_reason``       ``"step_limit"``, ``"crash"`` or ``None``
+``error``                   description of a crash of the simulator, else ``None``
+==========================  ===========================================================
+
+Example:
+    >>> import gymnasium as gym, agentgym_envs
+    >>> env = gym.make("agentgym/TextWorld-w2-o3-q4-v0")  # doctest: +SKIP
+    >>> obs, info = env.reset(seed=0)                       # doctest: +SKIP
+    >>> obs, reward, terminated, truncated, info = env.step("look")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import gymnasium as gym
+
+from agentgym_envs.errors import (
+    EnvironmentCrashedError,
+    SplitLeakError,
+    UnknownSplitError,
+    UnknownTaskError,
+)
+from agentgym_envs.parsing import ACT_TOOL, ActionParser, ParsedAction, ToolCall, ToolSpec, closest_action
+
+INFO_KEYS = (
+    "instruction",
+    "task_id",
+    "split",
+    "family",
+    "admissible_actions",
+    "expert_action",
+    "score",
+    "max_score",
+    "won",
+    "lost",
+    "action",
+    "raw_action",
+    "parse_error",
+    "step",
+    "truncation_reason",
+    "error",
+)
+
+SPLITS = ("train", "valid", "test")
+
+
+class TextSpace(gym.spaces.Text):
+    """A :class:`gymnasium.spaces.Text` that holds any Unicode string up to ``max_length``.
+
+    Gymnasium's ``Text`` only admits an alphanumeric charset by default; game
+    observations and model actions contain punctuation, newlines and Unicode.
+
+    Example:
+        >>> TextSpace(100).contains("You see a door.\\n> ")
+        True
+    """
+
+    def __init__(self, max_length: int, min_length: int = 0, seed: int | None = None):
+        charset = "".join(chr(c) for c in range(32, 127)) + "\n\t"
+        super().__init__(max_length=max_length, min_length=min_length, charset=charset, seed=seed)
+
+    def contains(self, x: Any) -> bool:
+        return isinstance(x, str) and self.min_length <= len(x) <= self.max_length
+
+    def __repr__(self) -> str:
+        return f"TextSpace({self.min_length}, {self.max_length})"
+
+
+@dataclass(frozen=True)
+class TaskSplits:
+    """The disjoint train / valid / test task lists of one family configuration.
+
+    Example:
+        >>> s = TaskSplits(train=[1, 2], valid=[3], test=[4])
+        >>> s.assert_disjoint()
+        >>> s.get("test")
+        [4]
+    """
+
+    train: Sequence[Hashable]
+    valid: Sequence[Hashable]
+    test: Sequence[Hashable]
+
+    def get(self, split: str) -> Sequence[Hashable]:
+        if split not in SPLITS:
+            raise UnknownSplitError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+        return getattr(self, split)
+
+    def assert_disjoint(self) -> None:
+        """Raise :class:`SplitLeakError` if any task is in two splits."""
+        sets = {name: set(self.get(name)) for name in SPLITS}
+        for a, b in (("train", "test"), ("train", "valid"), ("valid", "test")):
+            shared = sets[a] & sets[b]
+            if shared:
+                example = sorted(map(str, shared))[:3]
+                raise SplitLeakError(f"{len(shared)} task(s) are in both {a} and {b}, e.g. {example}")
+
+
+@dataclass
+class TaskStart:
+    """What a family's ``_start`` returns: the first observation and the task."""
+
+    observation: str
+    instruction: str
+    max_score: float = 1.0
+    score: float = 0.0
+
+
+@dataclass
+class Transition:
+    """What a family's ``_execute`` returns for one executed command."""
+
+    observation: str
+    score: float
+    won: bool = False
+    lost: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class TextEnv(gym.Env[str, str], abc.ABC):
+    """Base class of every agentgym environment: text in, text out, Gymnasium 1.x semantics.
+
+    Args:
+        split: ``"train"``, ``"valid"`` or ``"test"``.
+        seed_range: ``(first, last)`` inclusive: restrict the split to tasks whose
+            index (or, for generated families, generator seed) lies in the range.
+        tasks: an explicit list of task ids from the split (overrides ``seed_range``).
+        max_steps: step limit; reaching it truncates the episode.
+        action_format: how model text is parsed, see :mod:`agentgym_envs.parsing`.
+        admissible_actions: compute ``info["admissible_actions"]`` on every step.
+        expert_actions: compute ``info["expert_action"]`` on every step.
+        project_to_admissible: execute the admissible action closest to the model's text.
+        max_action_chars: longer action texts are rejected as malformed.
+
+    Subclasses set ``family`` and implement the hooks.  ``reset(options={"task": id})``
+    plays a specific task.
+
+    Example:
+        >>> class Echo(TextEnv):                     # a complete, if trivial, family
+        ...     family = "echo"
+        ...     def _task_splits(self): return TaskSplits([0], [1], [2])
+        ...     def _start(self, task): return TaskStart("Say hi.", "Say hi.")
+        ...     def _execute(self, cmd): return Transition(cmd, float(cmd == "hi"), won=cmd == "hi")
+        >>> env = Echo()
+        >>> obs, info = env.reset(seed=0)
+        >>> env.step("hi")[1:3]
+        (1.0, True)
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "human"]}
+    family: ClassVar[str] = "text"
+    tools: ClassVar[tuple[ToolSpec, ...]] = (ACT_TOOL,)
+    default_max_steps: ClassVar[int] = 50
+    max_observation_chars: ClassVar[int] = 1_000_000
+
+    def __init__(
+        self,
+        split: str = "train",
+        seed_range: tuple[int, int] | None = None,
+        tasks: Sequence[Hashable] | None = None,
+        max_steps: int | None = None,
+        action_format: str = "plain",
+        admissible_actions: bool = False,
+        expert_actions: bool = False,
+        project_to_admissible: bool = False,
+        max_action_chars: int = 4000,
+        render_mode: str | None = None,
+    ):
+        super().__init__()
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, not {render_mode!r}")
+        self.render_mode = render_mode
+        self.split = split
+        self.max_steps = int(max_steps if max_steps is not None else self.default_max_steps)
+        if self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        self.parser = ActionParser(action_format, self.tools, max_chars=max_action_chars)
+        self.want_admissible = admissible_actions
+        self.want_expert = expert_actions
+        self.project_to_admissible = project_to_admissible
+        self.observation_space = TextSpace(self.max_observation_chars)
+        self.action_space = TextSpace(max_action_chars)
+
+        splits = self._task_splits()
+        splits.assert_disjoint()
+        available = list(splits.get(split))
+        if tasks is not None:
+            unknown = [t for t in tasks if t not in set(available)]
+            if unknown:
+                raise UnknownTaskError(f"tasks not in the {split!r} split: {unknown[:5]}")
+            available = list(tasks)
+        elif seed_range is not None:
+            available = self._select_range(available, seed_range)
+        if not available:
+            raise UnknownTaskError(f"no tasks left in split {split!r} with seed_range={seed_range}")
+        self.task_ids: list[Hashable] = available
+        self.task_id: Hashable | None = None
+        self._instruction = ""
+        self._score = 0.0
+        self._max_score = 1.0
+        self._steps = 0
+        self._done = True
+        self._history: list[str] = []
+        self._last_observation = ""
+
+    # ---- hooks for families -------------------------------------------------------
+    @abc.abstractmethod
+    def _task_splits(self) -> TaskSplits:
+        """The family's disjoint task splits for this configuration."""
+
+    @abc.abstractmethod
+    def _start(self, task_id: Hashable) -> TaskStart:
+        """Start ``task_id``; seeding within the task comes from ``self.np_random``."""
+
+    @abc.abstractmethod
+    def _execute(self, command: str) -> Transition:
+        """Execute one command in the simulator.  May raise :class:`EnvironmentCrashedError`."""
+
+    def _admissible(self) -> list[str]:
+        """Valid commands in the current state (families without the notion return ``[]``)."""
+        return []
+
+    def _expert(self) -> str | None:
+        """The expert's next command, or ``None`` if the family has no expert."""
+        return None
+
+    def _execute_call(self, call: ToolCall) -> Transition:
+        """Execute a parsed tool call; multi-tool families (web) override this."""
+        return self._execute(call.command)
+
+    def _select_range(self, available: list[Hashable], seed_range: tuple[int, int]) -> list[Hashable]:
+        lo, hi = seed_range
+        return [t for i, t in enumerate(available) if lo <= i <= hi]
+
+    # ---- public API ----------------------------------------------------------------
+    @property
+    def instruction(self) -> str:
+        return self._instruction
+
+    def instructions_for_agent(self) -> str:
+        """The task instruction plus how to format actions (what a model should be told)."""
+        return f"{self._instruction}\n\n{self.parser.instructions()}"
+
+    def admissible_actions(self) -> list[str]:
+        """The valid commands now (computed on demand)."""
+        return list(self._admissible())
+
+    def expert_action(self) -> str | None:
+        """The expert's next command now (computed on demand)."""
+        return self._expert()
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        super().reset(seed=seed)
+        options = dict(options or {})
+        if "task" in options:
+            task = options["task"]
+            if task not in set(self.task_ids):
+                raise UnknownTaskError(f"task {task!r} is not among this environment's {self.split!r} tasks")
+        else:
+            task = self.task_ids[int(self.np_random.integers(len(self.task_ids)))]
+        self.task_id = task
+        start = self._start(task)
+        self._instruction = start.instruction
+        self._score = float(start.score)
+        self._max_score = float(start.max_score)
+        self._steps = 0
+        self._done = False
+        self._history = []
+        self._last_observation = start.observation
+        info = self._info(action=None, raw_action=None, parse_error=None)
+        return start.observation, info
+
+    def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        if self._done:
+            raise gym.error.ResetNeeded("the episode is over: call reset() before step()")
+        self._steps += 1
+        parsed = self.parser.parse(action)
+        raw = parsed.raw
+        if not parsed.ok:
+            return self._rejected(parsed)
+        call = parsed.call
+        assert call is not None
+        if self.project_to_admissible and self.parser.single_argument_tool is not None:
+            projected = closest_action(call.command, self._admissible())
+            if projected is not None:
+                call = ToolCall(call.name, {k: projected for k in call.arguments})
+        try:
+            transition = self._execute_call(call)
+        except EnvironmentCrashedError as exc:
+            self._done = True
+            info = self._info(action=call.command, raw_action=raw, parse_error=None, lazy=False)
+            info.update(truncation_reason="crash", error=str(exc))
+            return f"The environment stopped working: {exc}", 0.0, False, True, info
+        reward = transition.score - self._score
+        self._score = transition.score
+        self._history.append(call.command)
+        self._last_observation = transition.observation
+        terminated = bool(transition.won or transition.lost)
+        truncated = not terminated and self._steps >= self.max_steps
+        self._done = terminated or truncated
+        info = self._info(action=call.command, raw_action=raw, parse_error=None, lazy=not self._done)
+        info["won"], info["lost"] = bool(transition.won), bool(transition.lost)
+        info.update(transition.extra)
+        if truncated:
+            info["truncation_reason"] = "step_limit"
+        return transition.observation, float(reward), terminated, truncated, info
+
+    def render(self) -> str | None:
+        if self.render_mode is None:
+            return None
+        if self.render_mode == "human":
+            print(self._last_observation)
+            return None
+        return self._last_observation
+
+    # ---- helpers -----------------------------------------------------------------
+    def _rejected(self, parsed: ParsedAction) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        truncated = self._steps >= self.max_steps
+        self._done = truncated
+        info = self._info(action=None, raw_action=parsed.raw, parse_error=parsed.error, lazy=not truncated)
+        if truncated:
+            info["truncation_reason"] = "step_limit"
+        obs = f"Invalid action: {parsed.error}. Nothing happened.\n{self.parser.instructions()}"
+        return obs, 0.0, False, truncated, info
+
+    def _info(self, action: str | None, raw_action: str | None, parse_error: str | None, lazy: bool = True) -> dict[str, Any]:
+        return {
+            "instruction": self._instruction,
+            "task_id": self.task_id,
+            "split": self.split,
+            "family": self.family,
+            "admissible_actions": self.admissible_actions() if (self.want_admissible and lazy) else None,
+            "expert_action": self.expert_action() if (self.want_expert and lazy) else None,
+            "score": self._score,
+            "max_score": self._max_score,
+            "won": False,
+            "lost": False,
+            "action": action,
+            "raw_action": raw_action,
+            "parse_error": parse_error,
+            "step": self._steps,
+            "truncation_reason": None,
+            "error": None,
+        }
+
+
+def as_text_env(env: gym.Env) -> TextEnv:
+    """The :class:`TextEnv` under any stack of wrappers (``env.unwrapped`` with a type check)."""
+    inner = env.unwrapped
+    if not isinstance(inner, TextEnv):
+        raise TypeError(f"{type(inner).__name__} is not an agentgym TextEnv")
+    return inner
+

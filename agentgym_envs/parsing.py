@@ -91,18 +91,15 @@ class ToolCall:
     """A parsed call: tool name and string arguments.
 
     Example:
-        >>> ToolCall("act", {"command": "look"}).command
-        'look'
+        >>> ToolCall("click", {"element_id": "7"}).expression()
+        'click("7")'
     """
 
     name: str
     arguments: Mapping[str, str] = field(default_factory=dict)
 
-    @property
-    def command(self) -> str:
-        """The text command: the single argument of a one-argument tool, else ``name(args)``."""
-        if len(self.arguments) == 1:
-            return next(iter(self.arguments.values()))
+    def expression(self) -> str:
+        """The call written as ``name("arg", ...)``, which :func:`parse_call_expression` reads back."""
         args = ", ".join(json.dumps(v) for v in self.arguments.values())
         return f"{self.name}({args})"
 
@@ -118,14 +115,13 @@ class ParsedAction:
     call: ToolCall | None = None
     error: str | None = None
     thought: str | None = None
+    #: The command as the environment executes it: the argument of a text game's single
+    #: tool (``go north``), else the call expression (``click("7")``).
+    command: str | None = None
 
     @property
     def ok(self) -> bool:
         return self.error is None
-
-    @property
-    def command(self) -> str | None:
-        return None if self.call is None else self.call.command
 
 
 class ActionParser:
@@ -173,6 +169,40 @@ class ActionParser:
             return self._parse(text)
         except Exception as exc:  # noqa: BLE001 - model text must never crash an episode
             return ParsedAction(raw=str(text)[:200], error=f"could not parse the action: {exc}")
+
+    def to_call(self, command: str) -> ToolCall:
+        """The :class:`ToolCall` of a command as the environment executes it (``go north``, ``click(3)``).
+
+        Raises ``ValueError`` if the command is not a valid call for these tools.
+        """
+        parsed = self._payload(command, command)
+        if parsed.error:
+            raise ValueError(parsed.error)
+        assert parsed.call is not None
+        return parsed.call
+
+    def format_command(self, command: str, thought: str | None = None) -> str:
+        """Write ``command`` as a model would in this format (the inverse of :meth:`parse`).
+
+        Scripted policies (random, expert) use it so that they go through the same parsing
+        as a model.
+
+        Example:
+            >>> ActionParser("react").format_command("open door", thought="it is closed")
+            'Thought: it is closed\\nAction: open door'
+        """
+        call = self.to_call(command)
+        if self.format == "plain":
+            return command
+        if self.format == "tags":
+            think = f"<think>{thought}</think>" if thought else ""
+            return f"{think}<action>{command}</action>"
+        if self.format == "react":
+            return f"Thought: {thought or 'I will act.'}\nAction: {command}"
+        payload = {"name": call.name, "arguments": dict(call.arguments)}
+        if self.format == "hermes":
+            return f"<tool_call>{json.dumps(payload)}</tool_call>"
+        return json.dumps({"name": call.name, "arguments": json.dumps(dict(call.arguments))})
 
     def instructions(self) -> str:
         """Text for the prompt that tells a model how to write actions in this format."""
@@ -229,11 +259,25 @@ class ActionParser:
             )
         single = self.single_argument_tool
         if single is not None:
-            return ParsedAction(raw=raw, call=ToolCall(single.name, {single.parameters[0]: lines[0]}), thought=thought)
+            return self._ok(raw, ToolCall(single.name, {single.parameters[0]: lines[0]}), thought)
         call, error = parse_call_expression(lines[0])
         if error:
             return ParsedAction(raw=raw, error=error, thought=thought)
-        return self._check_call(raw, call.name, call.arguments, thought)
+        assert call is not None
+        arguments: Any = call.arguments
+        if arguments and all(k.isdigit() for k in arguments):
+            arguments = [arguments[str(i)] for i in range(len(arguments))]
+        return self._check_call(raw, call.name, arguments, thought)
+
+    def command_text(self, call: ToolCall) -> str:
+        """See :attr:`ParsedAction.command`."""
+        single = self.single_argument_tool
+        if single is not None and call.name == single.name:
+            return call.arguments[single.parameters[0]]
+        return call.expression()
+
+    def _ok(self, raw: str, call: ToolCall, thought: str | None) -> ParsedAction:
+        return ParsedAction(raw=raw, call=call, thought=thought, command=self.command_text(call))
 
     def _check_call(self, raw: str, name: Any, arguments: Any, thought: str | None = None) -> ParsedAction:
         if not isinstance(name, str) or name not in self.tools:
@@ -251,7 +295,7 @@ class ActionParser:
                     raw=raw, error=f"{tool.signature()} takes {len(tool.parameters)} argument(s), got {len(arguments)}",
                     thought=thought,
                 )
-            arguments = dict(zip(tool.parameters, arguments))
+            arguments = dict(zip(tool.parameters, arguments, strict=True))
         if not isinstance(arguments, Mapping):
             return ParsedAction(raw=raw, error="tool arguments must be an object", thought=thought)
         missing = [p for p in tool.parameters if p not in arguments]
@@ -272,7 +316,7 @@ class ActionParser:
             values[key] = value
         if tool is self.single_argument_tool and not values[tool.parameters[0]]:
             return ParsedAction(raw=raw, error="the action is empty", thought=thought)
-        return ParsedAction(raw=raw, call=ToolCall(tool.name, values), thought=thought)
+        return self._ok(raw, ToolCall(tool.name, values), thought)
 
     def _parse_plain(self, raw: str, text: str) -> ParsedAction:
         return self._payload(raw, text)

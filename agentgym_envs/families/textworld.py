@@ -29,6 +29,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,6 +137,15 @@ def clean_feedback(text: str) -> str:
     return "\n".join(lines).strip()
 
 
+@contextlib.contextmanager
+def _quiet_jericho():
+    # Jericho warns that TextWorld's games are "not fully supported": it cannot detect their
+    # score itself, which TextWorld does instead.  The warning says nothing to our users.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is not fully supported.*")
+        yield
+
+
 class TextWorldEnv(TextEnv):
     """A generated TextWorld game per task (seed).
 
@@ -169,13 +179,11 @@ class TextWorldEnv(TextEnv):
         return [s for s in available if lo <= int(s) <= hi]  # type: ignore[call-overload]
 
     # ---- simulator ----------------------------------------------------------------
-    def _tracking_wanted(self) -> bool:
-        return self.want_admissible or self.want_expert or self.project_to_admissible
-
-    def _open(self, path: Path, tracking: bool) -> Any:
+    def _open(self, path: Path, admissible: bool, plan: bool) -> Any:
         import textworld
 
-        game = self._games.get(tracking)
+        key = (admissible, plan)
+        game = self._games.get(key)
         if game is None:
             infos = textworld.EnvInfos(
                 score=True,
@@ -183,18 +191,21 @@ class TextWorldEnv(TextEnv):
                 won=True,
                 lost=True,
                 objective=True,
-                admissible_commands=tracking,
-                policy_commands=tracking,
+                admissible_commands=admissible,
+                policy_commands=plan,
                 extras=["walkthrough"],
             )
-            game = self._games[tracking] = textworld.start(str(path), request_infos=infos)
+            with _quiet_jericho():
+                game = self._games[key] = textworld.start(str(path), request_infos=infos)
         else:
-            game.load(str(path))
+            with _quiet_jericho():
+                game.load(str(path))
         return game
 
     def _start(self, task_id: Hashable) -> TaskStart:
         path = game_path(self.config, int(task_id))  # type: ignore[call-overload]
-        self._game = self._open(path, self._tracking_wanted())
+        admissible = self.want_admissible or self.project_to_admissible
+        self._game = self._open(path, admissible=admissible, plan=self.want_expert)
         self._path = path
         self._state = self._game.reset()
         self._walkthrough = list(self._state.get("extra.walkthrough") or [])
@@ -214,30 +225,33 @@ class TextWorldEnv(TextEnv):
             lost=bool(self._state.lost),
         )
 
-    def _ensure_tracking(self) -> None:
-        """Switch this episode to a state-tracking game by replaying its commands.
+    def _ensure_tracked(self, key: str) -> None:
+        """Make sure TextWorld tracks ``key`` (``admissible_commands`` or ``policy_commands``).
 
-        Tracking costs time on every step, so it is on only when admissible or expert
-        actions were requested; asking for them on demand pays the replay once.
+        Tracking costs time on every step, so it is on only for what was requested at
+        construction; asking for more on demand switches this episode to a game that tracks
+        it, by replaying the episode's commands once.
         """
-        if self._state is not None and "admissible_commands" in self._state:
+        if key in self._state:
             return
-        game = self._open(self._path, tracking=True)
+        admissible = "admissible_commands" in self._state or key == "admissible_commands"
+        plan = "policy_commands" in self._state or key == "policy_commands"
+        game = self._open(self._path, admissible=admissible, plan=plan)
         state = game.reset()
         for command in self._history:
             state, _, _ = game.step(command)
         self._game, self._state = game, state
 
     def _admissible(self) -> list[str]:
-        self._ensure_tracking()
+        self._ensure_tracked("admissible_commands")
         return list(self._state.admissible_commands or [])
 
     def _expert(self) -> str | None:
-        if self._state is not None and "policy_commands" not in self._state:
+        if "policy_commands" not in self._state:
             n = len(self._history)
             if self._history == self._walkthrough[:n] and n < len(self._walkthrough):
                 return self._walkthrough[n]
-        self._ensure_tracking()
+        self._ensure_tracked("policy_commands")
         plan = self._state.policy_commands
         if not plan:
             raise ExpertUnavailableError("TextWorld has no winning plan from this state (the game may be lost)")

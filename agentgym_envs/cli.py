@@ -1,0 +1,159 @@
+"""The ``agentgym`` command line.
+
+Example (shell)::
+
+    agentgym list
+    agentgym play agentgym/TextWorld-w2-o3-q4-v0 --split test
+    agentgym rollout agentgym/TextWorld-w2-o3-q4-v0 --policy expert,random --episodes 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+
+from agentgym_envs.errors import AgentGymError
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from agentgym_envs.registry import list_environments
+
+    rows = list_environments(args.family)
+    if args.installed:
+        rows = [r for r in rows if r.installed]
+    width = max([len(r.env_id) for r in rows] + [10])
+    print(f"{'environment':<{width}}  {'family':<12} {'splits':<18} installed")
+    for r in rows:
+        installed = "yes" if r.installed else f"no (pip install 'agentgym-envs[{r.extra}]')"
+        print(f"{r.env_id:<{width}}  {r.family:<12} {','.join(r.splits):<18} {installed}")
+    print(f"\n{len(rows)} environments")
+    return 0
+
+
+def _cmd_play(args: argparse.Namespace) -> int:
+    from agentgym_envs.core import as_text_env
+
+    env = gym.make(args.env, split=args.split, reward=args.reward)
+    inner = as_text_env(env)
+    try:
+        obs, info = env.reset(seed=args.seed)
+        print(f"Task: {info['instruction']}\n\n{obs}\n")
+        print("(type an action; :admissible lists valid actions, :expert asks the expert, :quit ends)")
+        total = 0.0
+        while True:
+            try:
+                line = input("> ")
+            except EOFError:
+                print()
+                break
+            if line.strip() == ":quit":
+                break
+            if line.strip() == ":admissible":
+                print("\n".join(inner.admissible_actions()) or "(no list for this family)")
+                continue
+            if line.strip() == ":expert":
+                print(inner.expert_action())
+                continue
+            obs, reward, terminated, truncated, info = env.step(line)
+            total += reward
+            print(f"\n{obs}\n[reward {reward:+.2f}, return {total:.2f}, step {info['step']}]")
+            if terminated or truncated:
+                outcome = "won" if info["won"] else ("lost" if info["lost"] else info["truncation_reason"])
+                print(f"Episode over: {outcome}.")
+                break
+    finally:
+        env.close()
+    return 0
+
+
+def _cmd_rollout(args: argparse.Namespace) -> int:
+    from agentgym_envs.rollout import POLICIES, run_episodes, summarize
+
+    names = [p.strip() for p in args.policy.split(",") if p.strip()]
+    unknown = [p for p in names if p not in POLICIES]
+    if unknown:
+        print(f"unknown policy {unknown[0]!r}; choose from {', '.join(POLICIES)}", file=sys.stderr)
+        return 2
+    env_kwargs: dict[str, Any] = {"split": args.split, "reward": args.reward, "action_format": args.format}
+    if args.max_steps:
+        env_kwargs["max_steps"] = args.max_steps
+    report = {}
+    for name in names:
+        results = run_episodes(args.env, POLICIES[name](args.seed), args.episodes, seed=args.seed, **env_kwargs)
+        summary = summarize(results)
+        report[name] = {"summary": summary, "episodes": [r.as_dict() for r in results]}
+        print(
+            f"{name:>8} on {args.env}: success {summary['success_rate']:.1%} "
+            f"[{summary['success_ci_low']:.1%}, {summary['success_ci_high']:.1%}], "
+            f"mean return {summary['mean_return']:.3f}, mean steps {summary['mean_steps']:.1f}, "
+            f"{summary['steps_per_second']:.1f} steps/s"
+        )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agentgym", description="Text and web environments for LLM agents.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="list registered environments")
+    p.add_argument("--family")
+    p.add_argument("--installed", action="store_true", help="only environments whose dependencies are installed")
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("play", help="play an environment in the terminal")
+    p.add_argument("env")
+    p.add_argument("--split", default="test")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--reward", default="dense", choices=["sparse", "dense", "native"])
+    p.set_defaults(func=_cmd_play)
+
+    p = sub.add_parser("rollout", help="roll out scripted policies and print their statistics")
+    p.add_argument("env")
+    p.add_argument("--policy", default="expert,random", help="comma-separated: random, expert")
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--split", default="test")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--reward", default="sparse", choices=["sparse", "dense", "native"])
+    p.add_argument("--format", default="plain", help="action format the policies write in")
+    p.add_argument("--json", type=Path, help="write summaries and episodes to this file")
+    p.set_defaults(func=_cmd_rollout)
+
+    for extra in _extra_commands():
+        extra(sub)
+    return parser
+
+
+def _extra_commands() -> list[Any]:
+    """Sub-commands contributed by other parts of the project (leaderboard, train), if importable."""
+    commands = []
+    for module_name in ("agentgym_envs.leaderboard_cli", "trl_plugins.cli"):
+        try:
+            module = __import__(module_name, fromlist=["add_subcommand"])
+        except ImportError:
+            continue
+        commands.append(module.add_subcommand)
+    return commands
+
+
+def main(argv: list[str] | None = None) -> int:
+    import agentgym_envs  # noqa: F401 - registers the environments
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (AgentGymError, gym.error.Error, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -5,6 +5,7 @@ Example (shell)::
     agentgym list
     agentgym play agentgym/TextWorld-w2-o3-q4-v0 --split test
     agentgym rollout agentgym/TextWorld-w2-o3-q4-v0 --policy expert,random --episodes 20
+    agentgym leaderboard --suite quick --policy random,expert,smollm2
 """
 
 from __future__ import annotations
@@ -99,6 +100,32 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from agentgym_envs import leaderboard
+
+    if args.merge:
+        rows = leaderboard.summarize_results(leaderboard.read_results(args.merge))
+        if not rows:
+            print("error: no episodes in the given results files", file=sys.stderr)
+            return 2
+        paths = leaderboard.write_reports(rows, args.out, "merged results")
+    else:
+        suite = leaderboard.load_suite(args.suite, tasks=args.tasks, samples=args.samples)
+        policies = [p.strip() for p in args.policy.split(",") if p.strip()]
+        try:
+            rows = leaderboard.run_leaderboard(
+                suite, policies, args.out, seed=args.seed, max_episodes=args.max_episodes,
+                temperature=args.temperature, max_new_tokens=args.max_new_tokens,
+            )
+        except KeyboardInterrupt:
+            print(f"\ninterrupted: finished episodes are in {args.out / leaderboard.RESULTS_FILE}; run again to resume")
+            return 130
+        paths = {name: args.out / f"leaderboard.{ext}" for name, ext in (("markdown", "md"), ("csv", "csv"), ("chart", "png"))}
+    print((args.out / "leaderboard.md").read_text())
+    print("written: " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agentgym", description="Text and web environments for LLM agents.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -127,6 +154,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="write summaries and episodes to this file")
     p.set_defaults(func=_cmd_rollout)
 
+    p = sub.add_parser("leaderboard", help="evaluate policies on a suite and write tables and a chart")
+    p.add_argument("--suite", default="quick", help="quick, full, or a JSON suite file")
+    p.add_argument("--policy", default="random,expert,smollm2",
+                   help="comma-separated: random, expert, smollm2, hf:PATH[+ADAPTER], vllm:PATH, openai:URL#MODEL")
+    p.add_argument("--out", type=Path, default=Path("results/leaderboard"), help="results folder (resumed if present)")
+    p.add_argument("--tasks", type=int, help="held-out tasks per environment (overrides the suite)")
+    p.add_argument("--samples", type=int, help="episodes per task, k of pass@k (overrides the suite)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-episodes", type=int, help="stop after this many new episodes (resume later)")
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--merge", type=Path, nargs="+", help="only merge these episodes.jsonl files into one table")
+    p.set_defaults(func=_cmd_leaderboard)
+
     for extra in _extra_commands():
         extra(sub)
     return parser
@@ -135,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _extra_commands() -> list[Any]:
     """Sub-commands contributed by other parts of the project (leaderboard, train), if importable."""
     commands = []
-    for module_name in ("agentgym_envs.leaderboard_cli", "trl_plugins.cli"):
+    for module_name in ("trl_plugins.cli",):
         try:
             module = __import__(module_name, fromlist=["add_subcommand"])
         except ImportError:

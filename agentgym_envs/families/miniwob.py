@@ -1,0 +1,253 @@
+"""MiniWoB++: the ~130 task pages of the ``miniwob`` package, in headless Chromium.
+
+The task pages ship with the ``miniwob`` package; each environment serves them from
+``127.0.0.1`` (:class:`~agentgym_envs.web.server.LoopbackServer`) and drives them
+through the page's own task API, like the package's Selenium backend: seed
+(``Math.seedrandom``), data mode (``core.setDataMode``), ``core.startEpisodeReal()``,
+``core.getUtterance()`` and the reward globals ``WOB_DONE_GLOBAL`` /
+``WOB_REWARD_GLOBAL`` / ``WOB_RAW_REWARD_GLOBAL``.
+
+Ids: ``agentgym/MiniWoB-<task>-v0`` for every task (e.g. ``MiniWoB-click-test-v0``),
+``agentgym/MiniWoB-standard-v0`` (the :data:`STANDARD_TASKS` subset: tasks solvable with
+element-level actions, no drawing or dragging) and ``agentgym/MiniWoB-all-v0``.
+
+Tasks and splits: a task id is ``"<task>/<seed>"``; per MiniWoB task, test seeds 0-49,
+validation seeds 50-99, train seeds 100-1099.  Test and validation episodes run in
+MiniWoB's ``test`` data mode (tasks such as ``click-test-transfer`` differ), train in
+``train`` mode.
+
+Reward: the task's own reward, in [-1, 1], when the page ends the episode.  MiniWoB
+scales it by the time left of a 10 s page timer; since a language model thinks for
+seconds per action, that timer is off by default (``page_time_limit_ms=None``: the
+reward is the unscaled task reward) and ``page_time_limit_ms=10000`` restores it.
+``won`` = the raw task reward is 1 (or positive, for partial-credit tasks, when
+``win_threshold`` is lowered).  ``info`` adds ``miniwob_reward``, ``miniwob_raw_reward``
+and ``miniwob_reason``.  No expert (MiniWoB has none).
+
+Example:
+    >>> import gymnasium as gym, agentgym_envs
+    >>> env = gym.make("agentgym/MiniWoB-click-test-v0")     # doctest: +SKIP
+    >>> obs, info = env.reset(seed=0)                         # doctest: +SKIP
+    >>> print(obs)                                            # doctest: +SKIP
+    Task: Click the button.
+    URL: /miniwob/click-test.html
+    Page:
+    [3] button "Click Me!"
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Hashable, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from agentgym_envs.core import TaskSplits, TaskStart
+from agentgym_envs.errors import DataNotFoundError, UnknownTaskError
+from agentgym_envs.parsing import ToolCall
+from agentgym_envs.registry import Family, Registration
+from agentgym_envs.web.env import WebEnv
+from agentgym_envs.web.server import static_handler
+
+FAMILY = Family(
+    "miniwob",
+    extra="web",
+    requires=("playwright", "miniwob"),
+    description="MiniWoB++ task pages in headless Chromium, acted on through element ids.",
+)
+
+#: Tasks that an agent can solve with click / type / select / press on listed elements.
+STANDARD_TASKS: tuple[str, ...] = (
+    "book-flight", "choose-date", "choose-list", "click-button", "click-button-sequence", "click-checkboxes",
+    "click-checkboxes-large", "click-checkboxes-soft", "click-checkboxes-transfer", "click-collapsible",
+    "click-collapsible-2", "click-dialog", "click-dialog-2", "click-link", "click-menu", "click-option",
+    "click-scroll-list", "click-shades", "click-shape", "click-tab", "click-tab-2", "click-tab-2-hard", "click-test",
+    "click-test-2", "click-widget", "count-shape", "email-inbox", "email-inbox-forward-nl",
+    "email-inbox-forward-nl-turk", "email-inbox-nl-turk", "enter-date", "enter-password", "enter-text",
+    "enter-text-dynamic", "enter-time", "find-word", "focus-text", "focus-text-2", "grid-coordinate",
+    "guess-number", "identify-shape", "login-user", "login-user-popup", "multi-layouts", "multi-orderings",
+    "navigate-tree", "read-table", "search-engine", "simple-algebra", "simple-arithmetic", "social-media",
+    "social-media-all", "social-media-some", "terminal", "tic-tac-toe", "use-autocomplete", "use-spinner",
+)
+
+TEST_SEEDS = range(0, 50)
+VALID_SEEDS = range(50, 100)
+TRAIN_SEEDS = range(100, 1100)
+
+#: MiniWoB's own bookkeeping elements, never shown to the agent (as in ``core.getDOMInfo``).
+EXCLUDED_IDS = ("reward-display", "sync-task-cover", "click-canvas", "query")
+
+STATE_JS = (
+    "(typeof WOB_DONE_GLOBAL === 'undefined') ? null : {done: WOB_DONE_GLOBAL, reward: WOB_REWARD_GLOBAL,"
+    " raw: WOB_RAW_REWARD_GLOBAL, reason: (WOB_REWARD_REASON === null ? null : String(WOB_REWARD_REASON))}"
+)
+
+START_JS = r"""
+([seed, mode, maxTime]) => {
+  if (core.EP_TIMER !== null) core.endEpisode(0);
+  Math.seedrandom(seed);
+  core.setDataMode(mode);
+  if (maxTime !== null) core.EPISODE_MAX_TIME = maxTime;
+  core.startEpisodeReal();
+}
+"""
+
+UTTERANCE_JS = "(() => { const u = core.getUtterance(); return (u && typeof u === 'object') ? u.utterance : u; })()"
+
+
+def html_dir() -> Path:
+    """The ``html/`` folder of the installed ``miniwob`` package (found without importing it)."""
+    spec = importlib.util.find_spec("miniwob")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataNotFoundError("the miniwob package is not installed: pip install 'agentgym-envs[web]'")
+    path = Path(next(iter(spec.submodule_search_locations))) / "html"
+    if not (path / "miniwob").is_dir():
+        raise DataNotFoundError(f"no MiniWoB task pages under {path}")
+    return path
+
+
+@lru_cache(maxsize=1)
+def all_tasks() -> tuple[str, ...]:
+    """Every MiniWoB task name the installed package ships (the standard subset if none is)."""
+    try:
+        return tuple(sorted(p.stem for p in (html_dir() / "miniwob").glob("*.html")))
+    except DataNotFoundError:
+        return STANDARD_TASKS
+
+
+def task_names(subset: str | Sequence[str]) -> tuple[str, ...]:
+    """``"standard"``, ``"all"``, one task name, or a list of task names -> task names.
+
+    Example:
+        >>> task_names("click-test")
+        ('click-test',)
+        >>> len(task_names("standard")) == len(STANDARD_TASKS)
+        True
+    """
+    if isinstance(subset, str):
+        if subset == "standard":
+            return STANDARD_TASKS
+        if subset == "all":
+            return all_tasks()
+        subset = (subset,)
+    names = tuple(subset)
+    unknown = [n for n in names if n not in set(all_tasks()) and n not in STANDARD_TASKS]
+    if unknown:
+        raise UnknownTaskError(f"unknown MiniWoB task(s) {unknown[:5]}; see agentgym_envs.families.miniwob.all_tasks()")
+    return names
+
+
+def split_task(task_id: Hashable) -> tuple[str, int]:
+    """``"click-test/7"`` -> ``("click-test", 7)``."""
+    name, _, seed = str(task_id).rpartition("/")
+    return name, int(seed)
+
+
+class MiniWoBEnv(WebEnv):
+    """MiniWoB++ tasks in headless Chromium, observed as an element listing, acted on by element id.
+
+    Args:
+        subset: a task name (``"click-test"``), a list of names, ``"standard"`` or ``"all"``.
+        page_time_limit_ms: MiniWoB's in-page episode timer, whose remaining time scales the
+            reward; ``None`` (default) turns it off (see the module docstring).
+        win_threshold: the raw task reward at or above which the episode counts as won.
+        **kwargs: see :class:`~agentgym_envs.web.env.WebEnv` and :class:`~agentgym_envs.core.TextEnv`;
+            ``seed_range=(lo, hi)`` keeps seeds ``lo..hi`` of the split.
+
+    Example:
+        >>> env = MiniWoBEnv("click-test", split="test")  # doctest: +SKIP
+        >>> obs, info = env.reset(options={"task": "click-test/0"})  # doctest: +SKIP
+        >>> env.step("click(3)")[1:3]                     # doctest: +SKIP
+        (1.0, True)
+    """
+
+    family = "miniwob"
+    default_max_steps = 20
+    state_js = STATE_JS
+    excluded_element_ids = EXCLUDED_IDS
+
+    def __init__(
+        self,
+        subset: str | Sequence[str] = "click-test",
+        page_time_limit_ms: int | None = None,
+        win_threshold: float = 1.0,
+        **kwargs: Any,
+    ):
+        self.task_names = task_names(subset)
+        self.page_time_limit_ms = page_time_limit_ms
+        self.win_threshold = float(win_threshold)
+        self._current_task: str | None = None
+        super().__init__(**kwargs)
+
+    def _task_splits(self) -> TaskSplits:
+        def ids(seeds: range) -> list[str]:
+            return [f"{name}/{seed}" for name in self.task_names for seed in seeds]
+
+        return TaskSplits(train=ids(TRAIN_SEEDS), valid=ids(VALID_SEEDS), test=ids(TEST_SEEDS))
+
+    def _select_range(self, available: list[Hashable], seed_range: tuple[int, int]) -> list[Hashable]:
+        lo, hi = seed_range
+        return [t for t in available if lo <= split_task(t)[1] <= hi]
+
+    def _server_handler(self) -> Any:
+        return static_handler(html_dir())
+
+    def _web_start(self, task_id: Hashable) -> TaskStart:
+        assert self.session is not None and self.server is not None
+        name, seed = split_task(task_id)
+        page = self.session.page
+        if name != self._current_task or not page.url.startswith(self.server.origin):
+            self.session.goto(self.server.url(f"miniwob/{name}.html"))
+            page = self.session.page
+            page.wait_for_function("typeof core !== 'undefined' && core.cover_div !== null")
+            self._current_task = name
+        mode = "train" if self.split == "train" else "test"
+        max_time = 10**9 if self.page_time_limit_ms is None else int(self.page_time_limit_ms)
+        try:
+            page.evaluate(START_JS, [str(seed), mode, max_time])
+            page.wait_for_function("WOB_TASK_READY === true")
+            utterance = page.evaluate(UTTERANCE_JS)
+        except Exception as exc:  # noqa: BLE001
+            self._current_task = None
+            self.session.raise_if_dead(exc)
+            raise
+        return TaskStart(observation="", instruction=str(utterance or "").strip(), max_score=1.0, score=0.0)
+
+    def _web_outcome(self, state: Any, call: ToolCall | None) -> tuple[float, bool, bool]:
+        if not state or not state.get("done"):
+            self._miniwob_info = {"miniwob_reward": 0.0, "miniwob_raw_reward": 0.0, "miniwob_reason": None}
+            return 0.0, False, False
+        reward, raw = float(state.get("reward") or 0.0), float(state.get("raw") or 0.0)
+        reason = state.get("reason")
+        self._miniwob_info = {
+            "miniwob_reward": reward,
+            "miniwob_raw_reward": raw,
+            "miniwob_reason": None if reason in (None, "undefined") else reason,
+        }
+        won = raw >= self.win_threshold
+        # With the page timer off the time scaling is meaningless (and only shaves off ~1e-7).
+        return (raw if self.page_time_limit_ms is None else reward), won, not won
+
+    def _web_info(self) -> dict[str, Any]:
+        info = super()._web_info()
+        info.update(getattr(self, "_miniwob_info", {}))
+        return info
+
+    def close(self) -> None:
+        self._current_task = None
+        super().close()
+
+
+def registrations() -> list[Registration]:
+    entry = "agentgym_envs.families.miniwob:MiniWoBEnv"
+    regs = [
+        Registration("MiniWoB-standard", FAMILY, entry, {"subset": "standard"},
+                     f"{len(STANDARD_TASKS)} MiniWoB++ tasks solvable with element actions"),
+        Registration("MiniWoB-all", FAMILY, entry, {"subset": "all"}, "every MiniWoB++ task page"),
+    ]
+    regs += [
+        Registration(f"MiniWoB-{name}", FAMILY, entry, {"subset": name}, f"MiniWoB++ task {name}")
+        for name in all_tasks()
+    ]
+    return regs

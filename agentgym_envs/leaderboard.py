@@ -1,0 +1,416 @@
+"""The leaderboard: evaluate policies on a suite of environments, with tables and a chart.
+
+A *suite* is a list of environments, each with a fixed number of held-out test tasks
+(the first tasks of its test split) and ``samples`` episodes per task (for pass@k).
+Episodes are appended to ``episodes.jsonl`` as they finish, so an interrupted run
+resumes where it stopped and runs of different policies merge into one table.
+
+Example:
+    >>> from agentgym_envs.leaderboard import load_suite, run_leaderboard
+    >>> run_leaderboard(load_suite("quick"), ["random", "expert"], "results/leaderboard")  # doctest: +SKIP
+
+Command line: ``agentgym leaderboard`` (or ``python benchmarks/leaderboard.py``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+
+from agentgym_envs.errors import AgentGymError
+from agentgym_envs.rollout import ExpertPolicy, Policy, RandomPolicy, play_episode, wilson_interval
+
+RESULTS_FILE = "episodes.jsonl"
+DEFAULT_POLICIES = ("random", "expert", "smollm2")
+
+
+class SuiteError(AgentGymError, ValueError):
+    """A suite name or suite file that cannot be used."""
+
+
+@dataclass(frozen=True)
+class SuiteEntry:
+    """One environment of a suite: ``tasks`` held-out test tasks, with optional constructor keywords."""
+
+    env_id: str
+    tasks: int = 5
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A named list of environments, with ``samples`` episodes per task (pass@k uses k = samples).
+
+    Example:
+        >>> Suite("mine", (SuiteEntry("agentgym/TextWorld-w2-o3-q4-v0", tasks=3),)).entries[0].tasks
+        3
+    """
+
+    name: str
+    entries: tuple[SuiteEntry, ...]
+    samples: int = 1
+
+
+#: The quick suite: a few minutes on a laptop CPU with the default policies.
+QUICK = (
+    SuiteEntry("agentgym/TextWorld-w2-o3-q4-v0", tasks=5),
+    SuiteEntry("agentgym/TextCraft-v0", tasks=5),
+    SuiteEntry("agentgym/BabyAI-GoToRedBall-v0", tasks=5),
+    SuiteEntry("agentgym/TWX-coin-v0", tasks=5),
+    SuiteEntry("agentgym/DeepSearch-v0", tasks=5),
+)
+
+
+def load_suite(name_or_path: str, tasks: int | None = None, samples: int | None = None) -> Suite:
+    """``"quick"``, ``"full"`` (every registered environment whose dependencies are installed), or a JSON file.
+
+    A suite file looks like ``{"name": "mine", "samples": 2, "environments": [{"env_id":
+    "agentgym/TextWorld-w2-o3-q4-v0", "tasks": 10, "kwargs": {"max_steps": 20}}]}``.
+    ``tasks`` and ``samples`` override the suite's values.
+    """
+    import agentgym_envs
+
+    if name_or_path == "quick":
+        suite = Suite("quick", QUICK)
+    elif name_or_path == "full":
+        entries = tuple(SuiteEntry(r.env_id, tasks=20) for r in agentgym_envs.list_environments() if r.installed)
+        suite = Suite("full", entries)
+    else:
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise SuiteError(f"no suite named {name_or_path!r}: use 'quick', 'full' or a JSON suite file")
+        try:
+            spec = json.loads(path.read_text())
+            entries = tuple(
+                SuiteEntry(e["env_id"], int(e.get("tasks", 5)), dict(e.get("kwargs", {}))) for e in spec["environments"]
+            )
+            suite = Suite(str(spec.get("name", path.stem)), entries, int(spec.get("samples", 1)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SuiteError(f"{path} is not a valid suite file: {exc}") from exc
+    if tasks is not None:
+        suite = Suite(suite.name, tuple(SuiteEntry(e.env_id, tasks, e.kwargs) for e in suite.entries), suite.samples)
+    if samples is not None:
+        suite = Suite(suite.name, suite.entries, samples)
+    if suite.samples < 1 or any(e.tasks < 1 for e in suite.entries):
+        raise SuiteError("tasks and samples must be >= 1")
+    return suite
+
+
+def make_policy(spec: str, seed: int = 0, temperature: float = 0.7, max_new_tokens: int = 64) -> Policy:
+    """Build a policy from its name on the command line.
+
+    ``random``, ``expert``, ``smollm2`` (the embedded SmolLM2-135M-Instruct), ``hf:PATH``
+    or ``hf:PATH+ADAPTER`` (a local model, optionally with a PEFT adapter), ``vllm:PATH``,
+    ``openai:URL#MODEL`` (an OpenAI-compatible endpoint; the key from ``$OPENAI_API_KEY``).
+    """
+    import os
+
+    from agentgym_envs import policies
+
+    if spec == "random":
+        return RandomPolicy(seed=seed)
+    if spec == "expert":
+        return ExpertPolicy()
+    if spec == "smollm2":
+        return policies.HFPolicy("smollm2", temperature=temperature, max_new_tokens=max_new_tokens)
+    kind, _, rest = spec.partition(":")
+    if kind == "hf" and rest:
+        model, _, adapter = rest.partition("+")
+        return policies.HFPolicy(model, adapter or None, temperature=temperature, max_new_tokens=max_new_tokens)
+    if kind == "vllm" and rest:
+        return policies.VLLMPolicy(rest, temperature=temperature, max_new_tokens=max_new_tokens)
+    if kind == "openai" and "#" in rest:
+        url, model = rest.rsplit("#", 1)
+        return policies.OpenAIPolicy(
+            url, model, os.environ.get("OPENAI_API_KEY"), temperature=temperature, max_new_tokens=max_new_tokens
+        )
+    raise policies.PolicyError(
+        f"unknown policy {spec!r}: use random, expert, smollm2, hf:PATH[+ADAPTER], vllm:PATH or openai:URL#MODEL"
+    )
+
+
+def read_results(paths: Iterable[Path]) -> list[dict[str, Any]]:
+    """Episode records from results files (later duplicates of an episode are ignored)."""
+    seen: dict[tuple, dict[str, Any]] = {}
+    for path in paths:
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines():
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by an interruption
+            seen.setdefault(_key(record), record)
+    return list(seen.values())
+
+
+def _key(record: dict[str, Any]) -> tuple:
+    return (record["policy"], record["env_id"], int(record["task_index"]), int(record["sample"]))
+
+
+def run_leaderboard(
+    suite: Suite,
+    policy_specs: Sequence[str],
+    out_dir: str | Path,
+    seed: int = 0,
+    progress: bool = True,
+    max_episodes: int | None = None,
+    temperature: float = 0.7,
+    max_new_tokens: int = 64,
+) -> list[dict[str, Any]]:
+    """Play every (policy, environment, task, sample) not already in ``out_dir/episodes.jsonl``; write the tables.
+
+    Policies are named in results by their spec (``random``, ``smollm2``, ``hf:PATH``, ...); a
+    model is loaded only if one of its episodes is still to be played.  ``max_episodes`` stops
+    after that many new episodes (the next call resumes).  Returns the summary rows.
+    """
+    from tqdm.auto import tqdm
+
+    from agentgym_envs.registry import registration
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / RESULTS_FILE
+    done = {_key(r) for r in read_results([results_path])}
+    available: list[SuiteEntry] = []
+    for entry in suite.entries:
+        try:
+            reg = registration(entry.env_id)
+        except gym.error.Error:
+            print(f"[leaderboard] skipping {entry.env_id}: not registered")
+            continue
+        if not reg.family.installed():
+            print(f"[leaderboard] skipping {entry.env_id}: pip install 'agentgym-envs[{reg.family.extra}]'")
+            continue
+        available.append(entry)
+    total = len(policy_specs) * sum(e.tasks for e in available) * suite.samples
+    bar = tqdm(total=total, desc=f"leaderboard {suite.name}", unit="ep", disable=not progress)
+    new = 0
+    try:
+        for spec in policy_specs:
+            policy: Policy | None = None
+            for entry in available:
+                env = None
+                try:
+                    for sample in range(suite.samples):
+                        for index in range(entry.tasks):
+                            key = (spec, entry.env_id, index, sample)
+                            if key in done:
+                                bar.update(1)
+                                continue
+                            if max_episodes is not None and new >= max_episodes:
+                                return _finish(out, suite)
+                            if policy is None:
+                                policy = make_policy(spec, seed, temperature, max_new_tokens)
+                            if env is None:
+                                env = gym.make(entry.env_id, split="test", **{**policy.env_kwargs, **entry.kwargs})
+                            tasks = env.unwrapped.task_ids
+                            if index < len(tasks):
+                                record = _play(env, policy, spec, entry.env_id, tasks[index], index, sample, seed, suite.name)
+                                with results_path.open("a") as handle:
+                                    handle.write(json.dumps(record, default=str) + "\n")
+                                new += 1
+                            done.add(key)
+                            bar.update(1)
+                finally:
+                    if env is not None:
+                        env.close()
+    finally:
+        bar.close()
+    return _finish(out, suite)
+
+
+def _play(
+    env: gym.Env, policy: Policy, label: str, env_id: str, task: Any, index: int, sample: int, seed: int, suite: str
+) -> dict[str, Any]:
+    episode_seed = seed + 1000 * sample + index
+    start = time.perf_counter()
+    result = play_episode(_FixedTask(env, task), policy, episode_seed, env_id)
+    return {
+        "suite": suite,
+        "policy": label,
+        "env_id": env_id,
+        "family": env.unwrapped.family,
+        "task_index": index,
+        "task_id": task,
+        "sample": sample,
+        "seed": episode_seed,
+        "won": result.won,
+        "return": result.episode_return,
+        "steps": result.steps,
+        "invalid_actions": result.invalid_actions,
+        "truncated": result.truncated,
+        "seconds": time.perf_counter() - start,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+class _FixedTask(gym.Wrapper):
+    """Makes every ``reset`` play one task (``play_episode`` resets with a seed only)."""
+
+    def __init__(self, env: gym.Env, task: Any):
+        super().__init__(env)
+        self._task = task
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        return self.env.reset(seed=seed, options={**(options or {}), "task": self._task})
+
+
+def _finish(out: Path, suite: Suite) -> list[dict[str, Any]]:
+    rows = summarize_results(read_results([out / RESULTS_FILE]))
+    write_reports(rows, out, f"suite '{suite.name}'")
+    return rows
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """The unbiased pass@k estimate from ``n`` samples with ``c`` successes (Chen et al., 2021).
+
+    Example:
+        >>> pass_at_k(4, 1, 2)
+        0.5
+    """
+    if k > n:
+        raise ValueError(f"k={k} > n={n}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def summarize_results(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (policy, environment) and per (policy, family), sorted by policy then name."""
+    by_env: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        by_env[(r["policy"], r["env_id"], r["family"])].append(r)
+    rows = [_row(policy, env_id, family, "environment", group) for (policy, env_id, family), group in by_env.items()]
+    by_family: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for (policy, _, family), group in by_env.items():
+        by_family[(policy, family)].extend(group)
+    rows += [_row(policy, f"{family} (family)", family, "family", group) for (policy, family), group in by_family.items()]
+    return sorted(rows, key=lambda row: (row["level"] != "environment", row["environment"], row["policy"]))
+
+
+def _row(policy: str, name: str, family: str, level: str, group: list[dict[str, Any]]) -> dict[str, Any]:
+    n = len(group)
+    wins = sum(bool(r["won"]) for r in group)
+    low, high = wilson_interval(wins, n)
+    steps = sum(r["steps"] for r in group)
+    per_task: dict[str, list[bool]] = defaultdict(list)
+    for r in group:
+        per_task[f"{r['env_id']}|{r['task_id']}"].append(bool(r["won"]))
+    k = min(len(v) for v in per_task.values())
+    pass_k = sum(pass_at_k(len(v), sum(v), k) for v in per_task.values()) / len(per_task)
+    return {
+        "level": level,
+        "environment": name,
+        "family": family,
+        "policy": policy,
+        "episodes": n,
+        "tasks": len(per_task),
+        "success_rate": wins / n,
+        "success_ci_low": low,
+        "success_ci_high": high,
+        "mean_return": sum(r["return"] for r in group) / n,
+        "mean_steps": steps / n,
+        "invalid_action_rate": sum(r["invalid_actions"] for r in group) / max(1, steps),
+        "k": k,
+        "pass_at_k": pass_k,
+        "wall_seconds": sum(r["seconds"] for r in group),
+    }
+
+
+COLUMNS = (
+    ("environment", "environment"),
+    ("policy", "policy"),
+    ("episodes", "episodes"),
+    ("success_rate", "success"),
+    ("success_ci", "95% CI"),
+    ("mean_return", "return"),
+    ("mean_steps", "steps"),
+    ("invalid_action_rate", "invalid actions"),
+    ("pass_at_k", "pass@k"),
+    ("wall_seconds", "wall s"),
+)
+
+
+def write_reports(rows: Sequence[dict[str, Any]], out: Path, what: str = "") -> dict[str, Path]:
+    """Write ``leaderboard.md``, ``leaderboard.csv`` and ``leaderboard.png`` into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"markdown": out / "leaderboard.md", "csv": out / "leaderboard.csv", "chart": out / "leaderboard.png"}
+    with paths["csv"].open("w", newline="") as handle:
+        fields = list(rows[0]) if rows else [c for c, _ in COLUMNS]
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = [
+        "# Leaderboard",
+        "",
+        f"Held-out test tasks ({what}). Success = the task was completed; 95% CI = Wilson interval over episodes; "
+        "return = episode return under the environment's reward; steps = actions per episode; invalid actions = "
+        "share of actions that could not be parsed; pass@k = chance that at least one of k samples of a task "
+        "succeeds (k = samples per task); wall s = total seconds.",
+        "",
+        "| " + " | ".join(title for _, title in COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
+    for row in rows:
+        cells = []
+        for key, _ in COLUMNS:
+            if key == "success_ci":
+                cells.append(f"[{row['success_ci_low']:.2f}, {row['success_ci_high']:.2f}]")
+            elif key == "pass_at_k":
+                cells.append(f"{row['pass_at_k']:.2f} (k={row['k']})")
+            elif key in ("success_rate", "invalid_action_rate"):
+                cells.append(f"{row[key]:.2f}")
+            elif isinstance(row[key], float):
+                cells.append(f"{row[key]:.2f}" if key != "wall_seconds" else f"{row[key]:.1f}")
+            else:
+                cells.append(f"**{row[key]}**" if row["level"] == "family" and key == "environment" else str(row[key]))
+        lines.append("| " + " | ".join(cells) + " |")
+    paths["markdown"].write_text("\n".join(lines) + "\n")
+    _chart([r for r in rows if r["level"] == "environment"], paths["chart"], what)
+    return paths
+
+
+def _chart(rows: Sequence[dict[str, Any]], path: Path, what: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    envs = sorted({r["environment"] for r in rows})
+    policies = sorted({r["policy"] for r in rows})
+    fig, ax = plt.subplots(figsize=(9, 1.6 + 0.3 * max(1, len(envs)) * max(1, len(policies))))
+    height = 0.8 / max(1, len(policies))
+    for i, policy in enumerate(policies):
+        ys, xs, lo, hi = [], [], [], []
+        for j, env in enumerate(envs):
+            match = [r for r in rows if r["environment"] == env and r["policy"] == policy]
+            if not match:
+                continue
+            r = match[0]
+            ys.append(j + i * height)
+            xs.append(r["success_rate"])
+            lo.append(max(0.0, r["success_rate"] - r["success_ci_low"]))
+            hi.append(max(0.0, r["success_ci_high"] - r["success_rate"]))
+        ax.barh(ys, xs, height=height, xerr=[lo, hi], capsize=2, label=policy)
+    ax.set_yticks([j + 0.4 - height / 2 for j in range(len(envs))])
+    ax.set_yticklabels([e.removeprefix("agentgym/") for e in envs])
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("success rate on held-out test tasks (95% Wilson interval)")
+    ax.set_title(f"agentgym leaderboard: {what}")
+    ax.invert_yaxis()
+    ax.legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

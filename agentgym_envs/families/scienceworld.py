@@ -1,0 +1,336 @@
+"""ScienceWorld: the 30 science-experiment tasks of Wang et al. (2022), on their JVM simulator.
+
+A task id is ``"<task-name>:<variation>"`` (e.g. ``"boil:21"``); the splits are
+ScienceWorld's own train / dev / test variations of each task (``dev`` is our
+``valid``).  ``agentgym/ScienceWorld-<task-name>-v0`` plays one task,
+``agentgym/ScienceWorld-v0`` all of them (a reset draws the task uniformly, then a
+variation, so tasks with 1,386 variations do not drown those with 10).
+
+Speed: the stock ``ScienceWorldEnv.step`` asks the simulator for every valid action
+(and the look-around, inventory and task texts) after every step, which is most of its
+cost.  This environment calls the simulator's ``step`` directly and enumerates valid
+actions only when they are asked for (``admissible_actions=True`` or
+:meth:`~agentgym_envs.core.TextEnv.admissible_actions`).  It also loads a task without
+the stock ``reset``, which would rebuild the task a second time.
+
+Scores run 0-100 (``max_score`` 100); a negative score means the task failed (e.g.
+focusing on the wrong object) and ends the episode (``terminated``, ``info["lost"]``).
+Rewards: ``reward="dense"`` pays score deltas / 100, ``"sparse"`` 1 on completion,
+``"native"`` the raw deltas.
+
+Expert: the simulator's gold action sequence, which it only computes when a task is
+loaded with ``generateGoldPath=True`` (0.2-15 s per load), so it is generated only when
+the expert is wanted: at reset with ``expert_actions=True``, else on the first
+:meth:`expert_action` call of an episode (the task is then reloaded and the episode's
+commands replayed).  The expert follows the gold path while the episode has; once the
+agent deviates there is no expert action (``info["expert_action"]`` is ``None``).
+
+The JVM: one per environment, heap capped by ``max_memory_mb`` (1024 by default),
+stopped by ``close()``.  If it dies during a step the episode ends truncated with
+``info["truncation_reason"] == "crash"`` and the cause in ``info["error"]``; the next
+``reset`` starts a new JVM.
+
+Example:
+    >>> import gymnasium as gym, agentgym_envs
+    >>> env = gym.make("agentgym/ScienceWorld-boil-v0", split="test", reward="dense")  # doctest: +SKIP
+    >>> obs, info = env.reset(seed=0)                                 # doctest: +SKIP
+    >>> obs, r, term, trunc, info = env.step("look around")          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import gymnasium as gym
+
+from agentgym_envs.core import TaskSplits, TaskStart, TextEnv, Transition
+from agentgym_envs.errors import EnvironmentCrashedError, UnknownTaskError
+from agentgym_envs.families._jvm import JavaProcess, JVMConfig, cached_json, quiet_py4j
+from agentgym_envs.registry import Family, Registration
+
+FAMILY = Family(
+    "scienceworld",
+    extra="scienceworld",
+    requires=("scienceworld", "py4j"),
+    description="ScienceWorld's 30 science tasks (JVM simulator), with ScienceWorld's variation splits.",
+)
+
+#: The 30 task names (as the simulator spells them), fixed here so that registering the
+#: environments needs neither the package nor a JVM.  Checked against the simulator in tests.
+TASK_NAMES = (
+    "boil",
+    "change-the-state-of-matter-of",
+    "chemistry-mix",
+    "chemistry-mix-paint-secondary-color",
+    "chemistry-mix-paint-tertiary-color",
+    "find-animal",
+    "find-living-thing",
+    "find-non-living-thing",
+    "find-plant",
+    "freeze",
+    "grow-fruit",
+    "grow-plant",
+    "identify-life-stages-1",
+    "identify-life-stages-2",
+    "inclined-plane-determine-angle",
+    "inclined-plane-friction-named-surfaces",
+    "inclined-plane-friction-unnamed-surfaces",
+    "lifespan-longest-lived",
+    "lifespan-longest-lived-then-shortest-lived",
+    "lifespan-shortest-lived",
+    "measure-melting-point-known-substance",
+    "measure-melting-point-unknown-substance",
+    "melt",
+    "mendelian-genetics-known-plant",
+    "mendelian-genetics-unknown-plant",
+    "power-component",
+    "power-component-renewable-vs-nonrenewable-energy",
+    "test-conductivity",
+    "test-conductivity-of-unknown-substances",
+    "use-thermometer",
+)
+
+_SERVER_CLASS = "scienceworld.runtime.pythonapi.PythonInterface"
+# Gold paths reach ~190 steps (inclined-plane-friction-unnamed-surfaces); the stock limit is 100.
+DEFAULT_MAX_STEPS = 200
+
+
+def task_id(task: str, variation: int) -> str:
+    """The task id of a task's variation.
+
+    Example:
+        >>> task_id("boil", 21)
+        'boil:21'
+    """
+    return f"{task}:{int(variation)}"
+
+
+def parse_task_id(tid: Hashable) -> tuple[str, int]:
+    """``"boil:21"`` -> ``("boil", 21)``.
+
+    Example:
+        >>> parse_task_id("boil:21")
+        ('boil', 21)
+    """
+    task, sep, variation = str(tid).rpartition(":")
+    if not sep or task not in TASK_NAMES or not variation.isdigit():
+        raise UnknownTaskError(f"a ScienceWorld task id looks like 'boil:21', not {tid!r}")
+    return task, int(variation)
+
+
+def _start_jvm(config: JVMConfig) -> tuple[JavaProcess, Any]:
+    from scienceworld.constants import BASEPATH, JAR_PATH
+
+    quiet_py4j()
+    jvm = JavaProcess(JAR_PATH, BASEPATH, config)
+    try:
+        return jvm, jvm.new(_SERVER_CLASS)
+    except BaseException:
+        jvm.close()
+        raise
+
+
+def variation_splits(config: JVMConfig | None = None) -> dict[str, dict[str, list[int]]]:
+    """ScienceWorld's own variation splits of every task: ``{task: {"train": [...], "valid": ..., "test": ...}}``.
+
+    Asked of the simulator once (it takes a JVM and ~10 s), then read from the cache.
+
+    Example:
+        >>> variation_splits()["boil"]["test"][:3]  # doctest: +SKIP
+        [21, 22, 23]
+    """
+    from scienceworld.version import __version__
+
+    config = config or JVMConfig()
+    def compute() -> dict[str, dict[str, list[int]]]:
+        jvm, server = _start_jvm(config)
+        try:
+            out = {}
+            for task in jvm.call(server.getTaskNames):
+                jvm.call(server.load, task, 0, "", False)
+                out[str(task)] = {
+                    "train": [int(v) for v in jvm.call(server.getVariationsTrain)],
+                    "valid": [int(v) for v in jvm.call(server.getVariationsDev)],
+                    "test": [int(v) for v in jvm.call(server.getVariationsTest)],
+                }
+            return out
+        finally:
+            jvm.close()
+
+    return cached_json("scienceworld", f"splits-{__version__}", compute)
+
+
+class ScienceWorldEnv(TextEnv):
+    """ScienceWorld, one task or all of them, with lazy valid actions and a capped JVM.
+
+    Args:
+        task: a task name (see :data:`TASK_NAMES`), or ``None`` for all 30 tasks.
+        simplifications: ScienceWorld's simplification string, e.g. ``"easy"`` or
+            ``"openDoors,selfWateringFlowerPots"``.
+        max_memory_mb: the JVM heap cap.
+        balance_tasks: with several tasks, a reset draws the task uniformly and then a
+            variation (else every variation is equally likely).
+        jvm: further JVM settings (overrides ``max_memory_mb`` if given).
+        **kwargs: see :class:`~agentgym_envs.core.TextEnv`; ``seed_range=(lo, hi)``
+            keeps the variations numbered ``lo`` to ``hi``.
+
+    Example:
+        >>> env = ScienceWorldEnv("boil", split="test", expert_actions=True)  # doctest: +SKIP
+        >>> obs, info = env.reset(options={"task": "boil:21"})              # doctest: +SKIP
+        >>> info["expert_action"]                                            # doctest: +SKIP
+        'open door to kitchen'
+        >>> env.close()                                                      # doctest: +SKIP
+    """
+
+    family = "scienceworld"
+    default_max_steps = DEFAULT_MAX_STEPS
+
+    def __init__(
+        self,
+        task: str | None = None,
+        simplifications: str = "",
+        max_memory_mb: int = 1024,
+        balance_tasks: bool = True,
+        jvm: JVMConfig | None = None,
+        **kwargs: Any,
+    ):
+        if task is not None and task not in TASK_NAMES:
+            raise UnknownTaskError(f"unknown ScienceWorld task {task!r}; choose one of {', '.join(TASK_NAMES)}")
+        self.task = task
+        self.simplifications = simplifications
+        self.balance_tasks = balance_tasks
+        self.jvm_config = jvm or JVMConfig(max_memory_mb=max_memory_mb)
+        self._jvm: JavaProcess | None = None
+        self._server: Any = None
+        self._gold: list[str] | None = None
+        self._loaded: tuple[str, int] | None = None
+        super().__init__(**kwargs)
+
+    # ---- splits -------------------------------------------------------------------
+    def _task_splits(self) -> TaskSplits:
+        splits = variation_splits(self.jvm_config)
+        tasks = [self.task] if self.task else list(TASK_NAMES)
+        return TaskSplits(
+            **{name: [task_id(t, v) for t in tasks for v in splits[t][name]] for name in ("train", "valid", "test")}
+        )
+
+    def _select_range(self, available: list[Hashable], seed_range: tuple[int, int]) -> list[Hashable]:
+        lo, hi = seed_range
+        return [t for t in available if lo <= parse_task_id(t)[1] <= hi]
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        options = dict(options or {})
+        if "task" not in options and self.balance_tasks and self.task is None:
+            # Seed first, then draw task-uniformly, then let the base class run the chosen task.
+            gym.Env.reset(self, seed=seed)  # seeds self.np_random; the base reset below then keeps it
+            options["task"] = self._draw_balanced(self.task_ids)
+            seed = None
+        return super().reset(seed=seed, options=options)
+
+    def _draw_balanced(self, ids: Sequence[Hashable]) -> Hashable:
+        by_task: dict[str, list[Hashable]] = {}
+        for tid in ids:
+            by_task.setdefault(parse_task_id(tid)[0], []).append(tid)
+        names = sorted(by_task)
+        chosen = by_task[names[int(self.np_random.integers(len(names)))]]
+        return chosen[int(self.np_random.integers(len(chosen)))]
+
+    # ---- simulator ----------------------------------------------------------------
+    def _ensure_jvm(self) -> None:
+        if self._jvm is not None and self._jvm.alive:
+            return
+        if self._jvm is not None:
+            self._jvm.close()  # crashed or broken: a fresh JVM for the new episode
+        self._jvm, self._server = _start_jvm(self.jvm_config)
+        self._loaded = None
+
+    def _call(self, method: str, *args: Any) -> Any:
+        assert self._jvm is not None
+        return self._jvm.call(getattr(self._server, method), *args)
+
+    def _load(self, task: str, variation: int, gold: bool) -> None:
+        message = self._call("load", task, variation, self.simplifications, gold)
+        if message:
+            raise ValueError(f"ScienceWorld refused to load {task}:{variation} with {self.simplifications!r}: {message}")
+        self._gold = [str(a) for a in self._call("getGoldActionSequence")] if gold else None
+        self._loaded = (task, variation)
+
+    def _start(self, task_id: Hashable) -> TaskStart:
+        task, variation = parse_task_id(task_id)
+        try:
+            self._ensure_jvm()
+            self._load(task, variation, gold=self.want_expert)
+            description = str(self._call("getTaskDescription")).strip()
+            # Like the stock reset: the first observation is a (time-consuming) "look around".
+            look = str(self._call("step", "look around"))
+        except EnvironmentCrashedError:
+            # Once more with a fresh JVM; a second failure escapes (see EnvironmentCrashedError).
+            self._ensure_jvm()
+            self._load(task, variation, gold=self.want_expert)
+            description = str(self._call("getTaskDescription")).strip()
+            look = str(self._call("step", "look around"))
+        return TaskStart(observation=f"{description}\n\n{look}", instruction=description, max_score=100.0, score=0.0)
+
+    def _execute(self, command: str) -> Transition:
+        observation = str(self._call("step", command))
+        score = float(round(100 * float(self._call("getScore"))))
+        lost = score < 0
+        won = bool(self._call("getCompleted")) and not lost
+        return Transition(observation=observation, score=score, won=won, lost=lost)
+
+    def _admissible(self) -> list[str]:
+        return [str(a) for a in self._call("getValidActionObjectCombinations")]
+
+    def _expert(self) -> str | None:
+        if self._gold is None:
+            self._regenerate_with_gold()
+        assert self._gold is not None
+        n = len(self._history)
+        if self._history == self._gold[:n] and n < len(self._gold):
+            return self._gold[n]
+        return None
+
+    def _regenerate_with_gold(self) -> None:
+        """Reload this episode's task with a gold path and replay the episode's commands."""
+        assert self._loaded is not None
+        task, variation = self._loaded
+        self._load(task, variation, gold=True)
+        self._call("step", "look around")
+        for command in self._history:
+            self._call("step", command)
+
+    @property
+    def jvm_pid(self) -> int | None:
+        """The process id of this environment's JVM, or ``None`` when none is running."""
+        return self._jvm.pid if self._jvm is not None and self._jvm.alive else None
+
+    def close(self) -> None:
+        if self._jvm is not None:
+            self._jvm.close()
+            self._jvm = None
+            self._server = None
+        super().close()
+
+
+def registrations() -> list[Registration]:
+    regs = [
+        Registration(
+            name="ScienceWorld",
+            family=FAMILY,
+            entry_point="agentgym_envs.families.scienceworld:ScienceWorldEnv",
+            kwargs={"task": None},
+            description="all 30 ScienceWorld tasks (task drawn uniformly, then a variation)",
+        )
+    ]
+    regs += [
+        Registration(
+            name=f"ScienceWorld-{name}",
+            family=FAMILY,
+            entry_point="agentgym_envs.families.scienceworld:ScienceWorldEnv",
+            kwargs={"task": name},
+            description=f"ScienceWorld task {name!r}",
+        )
+        for name in TASK_NAMES
+    ]
+    return regs

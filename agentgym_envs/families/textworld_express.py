@@ -1,0 +1,260 @@
+"""TextWorld-Express: eight fast generated text games (Jansen & Côté, 2022) on their JVM simulator.
+
+Games: ``cookingworld``, ``twc``, ``coin``, ``mapreader``, ``arithmetic``, ``sorting``,
+``simonsays`` and ``peckingorder``, registered as ``agentgym/TWX-<game>-v0``.  A task is
+a generator seed; the splits are the simulator's own folds (train seeds 0-999, dev
+10000-10999, test 20000-20999), and the fold is also passed to the generator, which
+uses it to pick disjoint object sets (e.g. in ``twc``).  ``params`` sets the game's
+generation properties, e.g. ``"numLocations=5,includeDoors=1"``.
+
+This is the family for quick RL iteration: a step is one call into the JVM
+(``stepJSON``) and one JSON parse.  The stock wrapper makes a second call per step (the
+task description); valid actions come with every step's answer, so
+``admissible_actions`` costs nothing extra here.
+
+Scores run 0-1 (``max_score`` 1); ``won`` is the game's ``tasksuccess``, ``lost`` its
+``taskfailure`` (e.g. eating the wrong ingredient).  Expert: the generator's gold path
+(generated at reset with ``expert_actions=True``, else on the first
+:meth:`expert_action` call, by regenerating the game and replaying the episode); it is
+followed while the episode has, afterwards ``info["expert_action"]`` is ``None``.
+
+Like ScienceWorld, each environment owns one JVM (heap capped by ``max_memory_mb``),
+stopped by ``close()``; a JVM that dies mid-episode truncates it
+(``info["truncation_reason"] == "crash"``) and the next reset starts a new one.
+
+Example:
+    >>> import gymnasium as gym, agentgym_envs
+    >>> env = gym.make("agentgym/TWX-coin-v0", split="test", expert_actions=True)  # doctest: +SKIP
+    >>> obs, info = env.reset(seed=0)                                 # doctest: +SKIP
+    >>> obs, r, term, trunc, info = env.step(info["expert_action"])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Hashable
+from typing import Any
+
+from agentgym_envs.core import TaskSplits, TaskStart, TextEnv, Transition
+from agentgym_envs.errors import EnvironmentCrashedError, UnknownTaskError
+from agentgym_envs.families._jvm import JavaProcess, JVMConfig, cached_json, quiet_py4j
+from agentgym_envs.registry import Family, Registration
+
+try:  # the stock wrapper's faster JSON parser, when present
+    import orjson
+
+    _loads = orjson.loads
+except ImportError:  # pragma: no cover - orjson is optional
+    _loads = json.loads
+
+FAMILY = Family(
+    "textworld_express",
+    extra="textworld_express",
+    requires=("textworld_express", "py4j"),
+    description="TextWorld-Express games (JVM simulator): fast text games for quick RL iteration.",
+)
+
+#: Game -> default step limit (cookingworld's gold paths reach ~50 steps with default settings).
+GAMES: dict[str, int] = {
+    "cookingworld": 100,
+    "twc": 50,
+    "coin": 50,
+    "mapreader": 50,
+    "arithmetic": 50,
+    "sorting": 50,
+    "simonsays": 50,
+    "peckingorder": 50,
+}
+
+#: Our split name -> the simulator's fold name.
+FOLDS = {"train": "train", "valid": "dev", "test": "test"}
+
+_SERVER_CLASS = "textworldexpress.runtime.PythonInterface"
+
+
+def _start_jvm(config: JVMConfig) -> tuple[JavaProcess, Any]:
+    from textworld_express.constants import BASEPATH, JAR_PATH
+
+    quiet_py4j()
+    jvm = JavaProcess(JAR_PATH, BASEPATH, config)
+    try:
+        return jvm, jvm.new(_SERVER_CLASS)
+    except BaseException:
+        jvm.close()
+        raise
+
+
+def seed_folds(config: JVMConfig | None = None) -> dict[str, dict[str, list[int]]]:
+    """Every game's train / valid / test seeds as the simulator defines them (cached after the first call).
+
+    Example:
+        >>> seed_folds()["coin"]["test"][:2]  # doctest: +SKIP
+        [20000, 20001]
+    """
+    from textworld_express.version import __version__
+
+    config = config or JVMConfig(max_memory_mb=512)
+    def compute() -> dict[str, dict[str, list[int]]]:
+        jvm, server = _start_jvm(config)
+        try:
+            out = {}
+            for game in GAMES:
+                message = jvm.call(server.load, game, "")
+                if message:
+                    raise RuntimeError(f"TextWorld-Express cannot load {game!r}: {message}")
+                out[game] = {
+                    "train": [int(s) for s in jvm.call(server.getSeedsTrain)],
+                    "valid": [int(s) for s in jvm.call(server.getSeedsDev)],
+                    "test": [int(s) for s in jvm.call(server.getSeedsTest)],
+                }
+            return out
+        finally:
+            jvm.close()
+
+    return cached_json("textworld_express", f"folds-{__version__}", compute)
+
+
+class TextWorldExpressEnv(TextEnv):
+    """One TextWorld-Express game; a task is a generator seed from the split's fold.
+
+    Args:
+        game: one of :data:`GAMES`.
+        params: generation properties, e.g. ``"numLocations=5,includeDoors=1"``
+            (unknown properties raise ``ValueError`` at the first reset).
+        max_memory_mb: the JVM heap cap.
+        jvm: further JVM settings (overrides ``max_memory_mb`` if given).
+        **kwargs: see :class:`~agentgym_envs.core.TextEnv`; ``seed_range=(lo, hi)``
+            keeps the seeds ``lo`` to ``hi``, e.g. ``(20000, 20099)`` on the test split.
+
+    Example:
+        >>> env = TextWorldExpressEnv("coin", split="test", expert_actions=True)  # doctest: +SKIP
+        >>> obs, info = env.reset(options={"task": 20000})                      # doctest: +SKIP
+        >>> env.close()                                                          # doctest: +SKIP
+    """
+
+    family = "textworld_express"
+
+    def __init__(
+        self,
+        game: str = "coin",
+        params: str = "",
+        max_memory_mb: int = 512,
+        jvm: JVMConfig | None = None,
+        **kwargs: Any,
+    ):
+        if game not in GAMES:
+            raise UnknownTaskError(f"unknown TextWorld-Express game {game!r}; choose one of {', '.join(GAMES)}")
+        self.game = game
+        self.params = params
+        self.jvm_config = jvm or JVMConfig(max_memory_mb=max_memory_mb)
+        kwargs.setdefault("max_steps", GAMES[game])
+        self._jvm: JavaProcess | None = None
+        self._server: Any = None
+        self._game_loaded = False
+        self._gold: list[str] | None = None
+        self._valid: list[str] = []
+        super().__init__(**kwargs)
+
+    # ---- splits -------------------------------------------------------------------
+    def _task_splits(self) -> TaskSplits:
+        folds = seed_folds(self.jvm_config)[self.game]
+        return TaskSplits(train=folds["train"], valid=folds["valid"], test=folds["test"])
+
+    def _select_range(self, available: list[Hashable], seed_range: tuple[int, int]) -> list[Hashable]:
+        lo, hi = seed_range
+        return [s for s in available if lo <= int(s) <= hi]  # type: ignore[call-overload]
+
+    # ---- simulator ----------------------------------------------------------------
+    def _ensure_jvm(self) -> None:
+        if self._jvm is not None and self._jvm.alive:
+            return
+        if self._jvm is not None:
+            self._jvm.close()  # crashed or broken: a fresh JVM for the new episode
+        self._jvm, self._server = _start_jvm(self.jvm_config)
+        self._game_loaded = False
+
+    def _generate(self, seed: int, gold: bool) -> dict[str, Any]:
+        assert self._jvm is not None
+        if not self._game_loaded:
+            message = self._jvm.call(self._server.load, self.game, self.params)
+            if message:
+                raise ValueError(f"TextWorld-Express cannot load {self.game!r} with params {self.params!r}: {message}")
+            self._game_loaded = True
+        fold = FOLDS[self.split]
+        answer = _loads(self._jvm.call(self._server.generateNewGameJSON, int(seed), fold, bool(gold)))
+        self._gold = [str(a) for a in self._jvm.call(self._server.getGoldActionSequence)] if gold else None
+        self._valid = list(answer.get("validActions") or [])
+        return answer
+
+    def _start(self, task_id: Hashable) -> TaskStart:
+        seed = int(task_id)  # type: ignore[call-overload]
+        try:
+            self._ensure_jvm()
+            answer = self._generate(seed, gold=self.want_expert)
+        except EnvironmentCrashedError:
+            # Once more with a fresh JVM; a second failure escapes (see EnvironmentCrashedError).
+            self._ensure_jvm()
+            answer = self._generate(seed, gold=self.want_expert)
+        assert self._jvm is not None
+        description = str(self._jvm.call(self._server.getTaskDescription)).strip()
+        return TaskStart(
+            observation=f"{description}\n\n{answer['observation'].strip()}",
+            instruction=description,
+            max_score=1.0,
+            score=float(answer.get("score", 0.0)),
+        )
+
+    def _execute(self, command: str) -> Transition:
+        assert self._jvm is not None
+        answer = _loads(self._jvm.call(self._server.stepJSON, command))
+        self._valid = answer.get("validActions") or []
+        return Transition(
+            observation=answer["observation"],
+            score=float(answer["score"]),
+            won=bool(answer["tasksuccess"]),
+            lost=bool(answer["taskfailure"]),
+        )
+
+    def _admissible(self) -> list[str]:
+        return list(self._valid)
+
+    def _expert(self) -> str | None:
+        if self._gold is None:
+            self._regenerate_with_gold()
+        assert self._gold is not None
+        n = len(self._history)
+        if self._history == self._gold[:n] and n < len(self._gold):
+            return self._gold[n]
+        return None
+
+    def _regenerate_with_gold(self) -> None:
+        """Regenerate this episode's game with its gold path and replay the episode's commands."""
+        assert self._jvm is not None and self.task_id is not None
+        self._generate(int(self.task_id), gold=True)  # type: ignore[call-overload]
+        for command in self._history:
+            self._valid = _loads(self._jvm.call(self._server.stepJSON, command)).get("validActions") or []
+
+    @property
+    def jvm_pid(self) -> int | None:
+        """The process id of this environment's JVM, or ``None`` when none is running."""
+        return self._jvm.pid if self._jvm is not None and self._jvm.alive else None
+
+    def close(self) -> None:
+        if self._jvm is not None:
+            self._jvm.close()
+            self._jvm = None
+            self._server = None
+        super().close()
+
+
+def registrations() -> list[Registration]:
+    return [
+        Registration(
+            name=f"TWX-{game}",
+            family=FAMILY,
+            entry_point="agentgym_envs.families.textworld_express:TextWorldExpressEnv",
+            kwargs={"game": game},
+            description=f"TextWorld-Express {game}; {limit} steps",
+        )
+        for game, limit in GAMES.items()
+    ]

@@ -1,0 +1,101 @@
+"""BabyAI throughput: our text environment against minigrid's own API on the same actions.
+
+Both sides play the same random action sequence from the same level seeds, in the same
+process, interleaved (see :func:`benchmarks.throughput.common.interleaved`).  Native is
+``gym.make("BabyAI-<Level>-v0")`` stepped with integer actions; ours is
+``gym.make("agentgym/BabyAI-<Level>-v0")`` stepped with text commands, so the difference
+is parsing, text rendering and the info dict.  A third row times the text rendering alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+import time
+
+import numpy as np
+
+from benchmarks.throughput.common import Row, interleaved
+
+LEVELS = ("GoToLocal", "BossLevel")
+
+
+def _workloads(level: str, steps: int, seed: int = 0):
+    import gymnasium as gym
+
+    import agentgym_envs  # noqa: F401
+    from agentgym_envs.families.babyai import ACTIONS
+    from agentgym_envs.families.babyai import LEVELS as NATIVE_IDS
+
+    with contextlib.redirect_stderr(io.StringIO()):
+        import minigrid  # noqa: F401
+    actions = np.random.default_rng(seed).integers(0, 6, steps).tolist()
+    tasks = list(range(1000, 1000 + 50))  # valid seeds; resets are part of the work on both sides
+
+    ours_env = gym.make(f"agentgym/BabyAI-{level}-v0", split="valid", max_steps=10**6)
+    native_env = gym.make(NATIVE_IDS[level])
+    # Our limit is out of reach above; give minigrid's the same so that neither side truncates.
+    commands = [ACTIONS[a] for a in actions]
+
+    def ours() -> int:
+        t = 0
+        ours_env.reset(options={"task": tasks[t]})
+        for command in commands:
+            _, _, terminated, truncated, _ = ours_env.step(command)
+            if terminated or truncated:
+                t += 1
+                ours_env.reset(options={"task": tasks[t % len(tasks)]})
+        return len(commands)
+
+    def native() -> int:
+        t = 0
+        with contextlib.redirect_stdout(io.StringIO()):
+            native_env.reset(seed=tasks[t])
+            native_env.unwrapped.max_steps = 1 << 30
+            for action in actions:
+                _, _, terminated, truncated, _ = native_env.step(action)
+                if terminated or truncated:
+                    t += 1
+                    native_env.reset(seed=tasks[t % len(tasks)])
+                    native_env.unwrapped.max_steps = 1 << 30
+        return len(actions)
+
+    return ours, native, ours_env, native_env
+
+
+def _render_rate(level: str, n: int) -> float:
+    import gymnasium as gym
+
+    from agentgym_envs.families.babyai import LEVELS as NATIVE_IDS
+    from agentgym_envs.families.babyai import describe_view
+
+    env = gym.make(NATIVE_IDS[level]).unwrapped
+    with contextlib.redirect_stdout(io.StringIO()):
+        images = []
+        for seed in range(20):
+            obs, _ = env.reset(seed=seed)
+            images.append(obs["image"])
+    start = time.perf_counter()
+    for i in range(n):
+        describe_view(images[i % len(images)], None)
+    return n / (time.perf_counter() - start)
+
+
+def rows(quick: bool) -> list[Row]:
+    """Steps/s of ours vs minigrid on two levels, and text renders/s."""
+    os.environ.setdefault("AGENTGYM_CACHE", tempfile.mkdtemp(prefix="agc-bench-"))
+    steps, repeats = (500, 3) if quick else (3000, 5)
+    out = []
+    for level in LEVELS:
+        ours, native, ours_env, native_env = _workloads(level, steps)
+        ours(), native()  # warm-up: imports, first level generation
+        r_ours, r_native = interleaved(ours, native, repeats)
+        ours_env.close()
+        native_env.close()
+        out.append(Row("babyai", f"{level}, random actions, resets included", r_ours, r_native,
+                       note=f"{steps} steps x {repeats}"))
+    out.append(Row("babyai", "text rendering only (describe_view)", _render_rate("BossLevel", 2000 if quick else 20000),
+                   None, unit="renders/s", note="7x7 view -> text"))
+    return out

@@ -1,0 +1,168 @@
+"""Configuration of :class:`~trl_plugins.trainer.AgentGRPOTrainer`: TRL's ``GRPOConfig`` plus the environment.
+
+Everything TRL's ``GRPOConfig`` offers keeps its meaning (learning rate, ``num_generations``,
+``num_iterations``, ``beta``, ``loss_type``, ``gradient_accumulation_steps``, ``bf16``,
+``gradient_checkpointing``, ``report_to``, ``save_steps``, ...).  ``max_completion_length`` is
+not used by the rollouts (their limits are ``max_new_tokens_per_turn``, ``max_turns`` and
+``max_context_tokens``); ``per_device_train_batch_size`` counts episodes.
+
+Example:
+    >>> cfg = AgentGRPOConfig(output_dir="/tmp/run", env_id="agentgym/TextWorld-w2-o3-q4-v0",
+    ...                       num_generations=4, per_device_train_batch_size=4, max_turns=12)
+    >>> cfg.rollout_config().max_turns
+    12
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from trl import GRPOConfig
+
+from agentgym_envs.prompts import DEFAULT_SYSTEM_PROMPT, PromptConfig
+from trl_plugins.advantages import ESTIMATORS
+from trl_plugins.rollout import CONTEXT_MODES, RolloutConfig
+
+#: TRL loss reductions the trainer implements (others raise at construction).
+SUPPORTED_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
+
+
+@dataclass
+class AgentGRPOConfig(GRPOConfig):
+    """``GRPOConfig`` with the environment, rollout limits, advantage estimator and loss hooks.
+
+    Attributes:
+        env_id: a registered agentgym id, e.g. ``"agentgym/TextWorld-w2-o3-q4-v0"``.
+        env_kwargs: constructor arguments of the family (``seed_range``, ``max_steps``, ``action_format``...).
+            Training always uses the ``train`` split.
+        reward: ``"sparse"``, ``"dense"`` or ``"native"`` (the shared reward wrappers).
+        step_penalty / format_penalty: the shared penalty wrappers.
+        max_turns / max_new_tokens_per_turn / max_context_tokens: rollout limits.
+        context_mode / history_turns: ``"full"`` trajectories or ``"stepwise"`` samples with the last k turns.
+        advantage_estimator: ``"grpo"``, ``"dr_grpo"``, ``"rloo"``, ``"reinforce_pp"`` or ``"gigpo"``.
+        gamma: discount of turn rewards for ``reinforce_pp`` and ``gigpo`` (default 1.0, GiGPO 0.95).
+        gigpo_omega: weight of GiGPO's step-level advantage.
+        loss_hooks / loss_hook_kwargs: hooks of :mod:`trl_plugins.hooks` by name (``"erc"``) or as
+            ``{"name": "epo", **params}`` dicts, and extra arguments per name.
+        system_prompt / include_format_instructions: the shared prompt rendering.
+        max_tasks: use only the first N tasks of the train split (``None``: all).
+        sampler: ``"kv"`` (:func:`trl_plugins.sampling.sample_batch`: finished rows leave the batch) or
+            ``"generate"`` (transformers' ``generate``; used anyway for repetition penalty, min-p or
+            ``generation_kwargs``).
+    """
+
+    env_id: str = field(default="agentgym/TextWorld-w2-o3-q4-v0", metadata={"help": "registered environment id"})
+    env_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": "environment constructor arguments"})
+    reward: str = field(default="sparse", metadata={"help": "sparse, dense or native"})
+    step_penalty: float = 0.0
+    format_penalty: float = 0.0
+    max_turns: int = 10
+    max_new_tokens_per_turn: int = 64
+    max_context_tokens: int = 4096
+    context_mode: str = field(default="full", metadata={"help": "full or stepwise"})
+    history_turns: int = 2
+    advantage_estimator: str = field(default="grpo", metadata={"help": ", ".join(ESTIMATORS)})
+    gamma: float | None = None
+    gigpo_omega: float = 1.0
+    loss_hooks: list[Any] = field(default_factory=list, metadata={"help": "loss hook names or dicts (trl_plugins.hooks)"})
+    loss_hook_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
+    include_format_instructions: bool = True
+    max_tasks: int | None = None
+    sampler: str = field(default="kv", metadata={"help": "kv (lean KV-cache sampler) or generate (transformers)"})
+
+    def __post_init__(self) -> None:
+        # Our rollouts own the episode data, so the columns TRL would drop must stay.
+        self.remove_unused_columns = False
+        if self.bf16 is None and not self.fp16:
+            import torch
+
+            # TRL defaults to bf16, which transformers refuses without a GPU; keep bf16 on CUDA only.
+            self.bf16 = bool(torch.cuda.is_available())
+        super().__post_init__()
+        if self.context_mode not in CONTEXT_MODES:
+            raise ValueError(f"context_mode must be one of {CONTEXT_MODES}, not {self.context_mode!r}")
+        if self.advantage_estimator not in ESTIMATORS:
+            raise ValueError(f"advantage_estimator must be one of {ESTIMATORS}, not {self.advantage_estimator!r}")
+        if self.reward not in ("sparse", "dense", "native"):
+            raise ValueError(f"reward must be sparse, dense or native, not {self.reward!r}")
+        if self.loss_type not in SUPPORTED_LOSS_TYPES:
+            raise ValueError(
+                f"AgentGRPOTrainer implements loss_type in {SUPPORTED_LOSS_TYPES}; {self.loss_type!r} is not supported"
+            )
+        if self.sampler not in ("kv", "generate"):
+            raise ValueError(f"sampler must be 'kv' or 'generate', not {self.sampler!r}")
+        self.rollout_config()  # validates the limits
+
+    @property
+    def discount(self) -> float:
+        """``gamma``, or its estimator-specific default."""
+        if self.gamma is not None:
+            return float(self.gamma)
+        return 0.95 if self.advantage_estimator == "gigpo" else 1.0
+
+    def prompt_config(self) -> PromptConfig:
+        return PromptConfig(system_prompt=self.system_prompt, include_format_instructions=self.include_format_instructions)
+
+    def rollout_config(self) -> RolloutConfig:
+        return RolloutConfig(
+            max_turns=self.max_turns,
+            max_new_tokens=self.max_new_tokens_per_turn,
+            max_context_tokens=self.max_context_tokens,
+            context_mode=self.context_mode,
+            history_turns=self.history_turns,
+            prompt=self.prompt_config(),
+        )
+
+
+@dataclass
+class RunSpec:
+    """A training run read from a config file: the model, optional LoRA, and the trainer config.
+
+    File format (YAML or JSON)::
+
+        model: smollm2            # "smollm2", "tiny" (random, for smoke runs) or a local path
+        lora: {r: 16, lora_alpha: 32, target_modules: [q_proj, v_proj]}   # optional
+        trainer:                  # any AgentGRPOConfig field
+          output_dir: runs/tw
+          env_id: agentgym/TextWorld-w2-o3-q4-v0
+          num_generations: 4
+
+    Example:
+        >>> spec = RunSpec.from_dict({"model": "tiny", "trainer": {"output_dir": "/tmp/x", "max_steps": 1}})
+        >>> spec.trainer.max_steps
+        1
+    """
+
+    model: str
+    trainer: AgentGRPOConfig
+    lora: dict[str, Any] | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunSpec:
+        unknown = set(data) - {"model", "trainer", "lora"}
+        if unknown:
+            raise ValueError(f"unknown top-level keys in the run config: {sorted(unknown)}")
+        trainer = dict(data.get("trainer") or {})
+        known = {f.name for f in fields(AgentGRPOConfig)}
+        bad = sorted(set(trainer) - known)
+        if bad:
+            raise ValueError(f"unknown trainer settings: {bad}")
+        trainer.setdefault("output_dir", "runs/agentgym")
+        return cls(model=str(data.get("model", "smollm2")), trainer=AgentGRPOConfig(**trainer), lora=data.get("lora"))
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> RunSpec:
+        text = Path(path).read_text()
+        if str(path).endswith((".yaml", ".yml")):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: the run config must be a mapping")
+        return cls.from_dict(data)

@@ -1,0 +1,668 @@
+"""``AgentGRPOTrainer``: TRL's ``GRPOTrainer`` trained on multi-turn episodes in agentgym environments.
+
+The trainer stays a TRL trainer: ``train()``, ``report_to`` logging, checkpoints and
+``resume_from_checkpoint``, PEFT via ``peft_config``, gradient checkpointing and accumulation,
+bf16 on CUDA and ``num_iterations > 1`` all work as in ``GRPOTrainer``.  What changes:
+
+* **Data**: tasks come from the environment's train split (a dataset is optional); TRL's sampler
+  repeats each task ``num_generations`` times with one seed, so the G episodes of a group play
+  the same task.
+* **Generation** (:meth:`AgentGRPOTrainer._generate_and_score_completions`): token-exact
+  multi-turn rollouts (:mod:`trl_plugins.rollout`), all live episodes in one ``generate`` call per
+  turn.  Environment tokens have ``tool_mask = 0``: no loss, and left out of every statistic.
+* **Advantages**: per turn, from :mod:`trl_plugins.advantages` (``advantage_estimator``).
+* **Loss** (:meth:`AgentGRPOTrainer._compute_loss`): PPO-clip with TRL's reductions, passed
+  through the configured :class:`~trl_plugins.hooks_base.LossHook` s in the documented order.
+
+Example:
+    >>> from trl_plugins import AgentGRPOConfig, AgentGRPOTrainer
+    >>> from trl_plugins.models import smollm2_dir
+    >>> args = AgentGRPOConfig(output_dir="runs/tw", env_id="agentgym/TextWorld-w2-o3-q4-v0",
+    ...                        env_kwargs={"seed_range": (30001, 30100)}, num_generations=4,
+    ...                        per_device_train_batch_size=8, max_turns=12, max_steps=100)  # doctest: +SKIP
+    >>> AgentGRPOTrainer(str(smollm2_dir()), args=args).train()                            # doctest: +SKIP
+
+Subclassing: override :meth:`AgentGRPOTrainer.make_env` (how environments are built),
+:meth:`AgentGRPOTrainer.episode_advantages` (per-turn advantages of a batch of episodes) or
+:meth:`AgentGRPOTrainer.generate_tokens` (the sampler); see ``docs/trainer.md``.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from accelerate.utils import is_peft_model
+from datasets import Dataset
+from transformers import TrainerCallback
+from trl import GRPOTrainer
+from trl.models import unwrap_model_for_generation
+from trl.models.utils import disable_gradient_checkpointing
+from trl.trainer.utils import pad, use_adapter
+
+import agentgym_envs  # noqa: F401 - registers the environments
+from agentgym_envs.core import as_text_env
+from agentgym_envs.registry import make_env
+from trl_plugins.advantages import turn_advantages
+from trl_plugins.config import AgentGRPOConfig
+from trl_plugins.hooks_base import LossContext, LossHook
+from trl_plugins.rollout import ChatFormat, Episode, RolloutStats, episode_metrics, run_episodes
+from trl_plugins.sampling import sample_batch
+
+HOOKS_STATE_FILE = "loss_hooks.pt"
+
+
+def environment_reward(prompts: Any = None, completions: Any = None, env_return: Any = None, **_: Any) -> list[float]:
+    """The environment's return of each episode (the trainer's only reward source; named for TRL's logs)."""
+    return [float(r) for r in (env_return or [])]
+
+
+def build_loss_hooks(names: Sequence[Any], kwargs: dict[str, dict[str, Any]] | None = None) -> list[LossHook]:
+    """Loss hooks from config entries (names such as ``"erc"``, ``{"name": "epo", ...}`` dicts, or instances).
+
+    Names are resolved by :func:`trl_plugins.hooks.build_hooks`; ``kwargs[name]`` adds parameters to a named hook.
+
+    Example:
+        >>> build_loss_hooks([])
+        []
+    """
+    if not names:
+        return []
+    try:
+        from trl_plugins import hooks as hooks_module
+    except ImportError as exc:
+        raise ValueError(f"loss hooks {list(names)} were requested but trl_plugins.hooks cannot be imported: {exc}") from exc
+    spec = [{"name": n, **(kwargs or {}).get(n, {})} if isinstance(n, str) else n for n in names]
+    if hasattr(hooks_module, "build_hooks"):
+        return list(hooks_module.build_hooks(spec))
+    available = {
+        getattr(v, "name", v.__name__): v
+        for v in vars(hooks_module).values()
+        if inspect.isclass(v) and issubclass(v, LossHook) and v is not LossHook
+    }
+    out = []
+    for item in spec:
+        if isinstance(item, LossHook):
+            out.append(item)
+            continue
+        params = dict(item)
+        name = params.pop("name")
+        if name not in available:
+            raise ValueError(f"unknown loss hook {name!r}; available: {sorted(available)}")
+        out.append(available[name](**params))
+    return out
+
+
+class _HookStepCallback(TrainerCallback):
+    """Calls ``hook.end_step`` after every optimizer step and closes the environments at the end."""
+
+    def __init__(self, trainer: AgentGRPOTrainer):
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kwargs):  # noqa: D401 - TrainerCallback API
+        for hook in self.trainer.loss_hooks:
+            hook.end_step(state.global_step - 1)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.trainer.close_envs()
+
+
+class AgentGRPOTrainer(GRPOTrainer):
+    """GRPO (and Dr.GRPO, RLOO, REINFORCE++, GiGPO) on multi-turn episodes of an agentgym environment.
+
+    Args:
+        model: a model id/path, a ``PreTrainedModel`` or a ``PeftModel`` (as for ``GRPOTrainer``).
+        args: an :class:`~trl_plugins.config.AgentGRPOConfig`.
+        processing_class: the tokenizer (its chat template renders the episodes).
+        train_dataset: optional; rows with a ``task_index`` (index into the train split's tasks) or a
+            ``task`` (task id) column and an optional ``seed`` column.  Default: every train task.
+        callbacks, optimizers, peft_config: as for ``GRPOTrainer``.
+        loss_hooks: :class:`~trl_plugins.hooks_base.LossHook` instances (added after those named in ``args``).
+        env_factory: builds one environment (default: ``make_env(args.env_id, split="train", ...)``).
+
+    Example:
+        >>> trainer = AgentGRPOTrainer(model, args=AgentGRPOConfig(output_dir="runs/x"),
+        ...                            processing_class=tokenizer)   # doctest: +SKIP
+        >>> trainer.train()                                          # doctest: +SKIP
+    """
+
+    _tag_names = ["trl", "grpo", "agentgym"]
+    _name = "AgentGRPO"
+
+    def __init__(
+        self,
+        model: Any,
+        args: AgentGRPOConfig | None = None,
+        processing_class: Any = None,
+        train_dataset: Dataset | None = None,
+        callbacks: list[TrainerCallback] | None = None,
+        optimizers: tuple[Any, Any] = (None, None),
+        peft_config: Any = None,
+        loss_hooks: Sequence[LossHook] | None = None,
+        env_factory: Callable[[], gym.Env] | None = None,
+    ):
+        if args is None:
+            args = AgentGRPOConfig(output_dir="runs/agentgym")
+        if not isinstance(args, AgentGRPOConfig):
+            raise TypeError(f"args must be an AgentGRPOConfig, got {type(args).__name__}")
+        if args.use_vllm:
+            raise NotImplementedError(
+                "use_vllm=True: TRL's vLLM generation is not supported by AgentGRPOTrainer's multi-turn rollouts; "
+                "they generate with transformers (set use_vllm=False)"
+            )
+        if args.use_transformers_continuous_batching:
+            raise NotImplementedError("use_transformers_continuous_batching is not supported by AgentGRPOTrainer")
+        if args.top_entropy_quantile < 1.0 or args.use_adaptive_entropy or args.off_policy_mask_threshold is not None:
+            raise NotImplementedError(
+                "top_entropy_quantile, use_adaptive_entropy and off_policy_mask_threshold are not supported by "
+                "AgentGRPOTrainer; use a loss hook instead"
+            )
+        self._env_factory = env_factory or self.make_env_factory(args)
+        probe = self._env_factory()
+        self._task_ids = list(as_text_env(probe).task_ids)
+        if args.max_tasks is not None:
+            self._task_ids = self._task_ids[: args.max_tasks]
+        train_dataset = self._task_dataset(train_dataset, args)
+        super().__init__(
+            model=model,
+            reward_funcs=[environment_reward],
+            args=args,
+            train_dataset=train_dataset,
+            processing_class=processing_class,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            peft_config=peft_config,
+        )
+        self._env_pool: list[gym.Env] = [probe]
+        self.chat_format = ChatFormat(self._tokenizer, self.chat_template_kwargs)
+        self.rollout_config = args.rollout_config()
+        self.loss_hooks: list[LossHook] = build_loss_hooks(args.loss_hooks, args.loss_hook_kwargs) + list(loss_hooks or [])
+        self._needs_entropy_grad = any(h.needs_entropy for h in self.loss_hooks)
+        self._needs_old_entropy = any(h.needs_old_entropy for h in self.loss_hooks)
+        self.add_callback(_HookStepCallback(self))
+        self.last_episodes: list[Episode] = []
+        self.last_rollout_stats = RolloutStats()
+
+    # ---- environments and data ---------------------------------------------------------
+    @staticmethod
+    def make_env_factory(args: AgentGRPOConfig) -> Callable[[], gym.Env]:
+        """The default environment factory: the train split with the configured reward wrappers."""
+        kwargs = {k: v for k, v in args.env_kwargs.items() if k != "split"}
+        if "seed_range" in kwargs and kwargs["seed_range"] is not None:
+            kwargs["seed_range"] = tuple(kwargs["seed_range"])
+
+        def factory() -> gym.Env:
+            return make_env(
+                args.env_id,
+                reward=args.reward,
+                step_penalty=args.step_penalty,
+                format_penalty=args.format_penalty,
+                split="train",
+                **kwargs,
+            )
+
+        return factory
+
+    def _task_dataset(self, dataset: Dataset | None, args: AgentGRPOConfig) -> Dataset:
+        if dataset is None:
+            n = len(self._task_ids)
+            return Dataset.from_dict(
+                {
+                    "prompt": [str(t) for t in self._task_ids],
+                    "task_index": list(range(n)),
+                    "seed": [int(args.seed) * 100_003 + i for i in range(n)],
+                }
+            )
+        columns = set(dataset.column_names)
+        if not columns & {"task_index", "task"}:
+            raise ValueError("a train_dataset for AgentGRPOTrainer needs a 'task_index' or a 'task' column")
+        if "prompt" not in columns:
+            dataset = dataset.add_column("prompt", [""] * len(dataset))
+        return dataset
+
+    def _envs(self, n: int) -> list[gym.Env]:
+        while len(self._env_pool) < n:
+            self._env_pool.append(self._env_factory())
+        return self._env_pool[:n]
+
+    def close_envs(self) -> None:
+        """Close every environment of the pool (simulators, JVMs, browsers)."""
+        for env in self._env_pool:
+            env.close()
+        self._env_pool.clear()
+
+    def _row_task(self, row: dict[str, Any]) -> tuple[Any, int | None, Any]:
+        if "task_index" in row and row["task_index"] is not None:
+            index = int(row["task_index"])
+            task = self._task_ids[index]
+        else:
+            task = row["task"]
+            index = task
+        seed = row.get("seed")
+        seed = None if seed is None else int(seed)
+        return task, seed, (index, seed)
+
+    # ---- generation -------------------------------------------------------------------
+    def generate_tokens(self, contexts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+        """Sample one continuation per context with the current policy (one batched ``generate``)."""
+        device = self.accelerator.device
+        tensors = [torch.tensor(c, dtype=torch.long) for c in contexts]
+        input_ids = pad(tensors, padding_value=self._tokenizer.pad_token_id, padding_side="left").to(device)
+        attention_mask = pad([torch.ones_like(t) for t in tensors], padding_value=0, padding_side="left").to(device)
+        generation_config = copy.copy(self.generation_config)
+        generation_config.max_new_tokens = max_new_tokens
+        with (
+            unwrap_model_for_generation(
+                self.model_wrapped,
+                self.accelerator,
+                gather_deepspeed3_params=self.args.ds3_gather_for_generation,
+                generation_kwargs=self.generation_kwargs,
+                gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs,
+            ) as unwrapped,
+            torch.no_grad(),
+            self._dist.summon_full_params(self.model_wrapped, recurse=False),
+        ):
+            if self._use_kv_sampler():
+                return sample_batch(
+                    unwrapped,
+                    contexts,
+                    max_new_tokens,
+                    eos_ids=self.eos_token_ids,
+                    pad_id=self._tokenizer.pad_token_id,
+                    temperature=self.temperature,
+                    top_k=self.top_k,
+                    top_p=self.top_p,
+                )
+            out = unwrapped.generate(
+                input_ids=input_ids, attention_mask=attention_mask, generation_config=generation_config
+            )
+        sampled = out[:, input_ids.size(1) :].tolist()
+        eos = set(self.eos_token_ids)
+        result = []
+        for ids in sampled:
+            cut = next((i + 1 for i, tok in enumerate(ids) if tok in eos), len(ids))
+            result.append(ids[:cut])
+        return result
+
+    def _use_kv_sampler(self) -> bool:
+        args = self.args
+        plain = (self.repetition_penalty in (None, 1.0)) and self.min_p is None and not args.generation_kwargs
+        return args.sampler == "kv" and plain
+
+    def episode_advantages(self, episodes: Sequence[Episode]) -> list[torch.Tensor]:
+        """One advantage per turn of each episode, with the configured estimator."""
+        args: AgentGRPOConfig = self.args  # type: ignore[assignment]
+        return turn_advantages(
+            args.advantage_estimator,
+            [ep.total_return for ep in episodes],
+            [ep.group for ep in episodes],
+            [ep.step_rewards for ep in episodes],
+            [ep.state_keys for ep in episodes],
+            gamma=args.discount,
+            omega=args.gigpo_omega,
+            scale=args.scale_rewards != "none",
+        )
+
+    def _samples(self, episodes: Sequence[Episode], advantages: Sequence[torch.Tensor]) -> list[dict[str, list]]:
+        samples = []
+        if self.rollout_config.context_mode == "full":
+            for ep, adv in zip(episodes, advantages, strict=True):
+                ids, mask, turn_ids = ep.completion()
+                samples.append(
+                    {
+                        "prompt": ep.prompt_ids,
+                        "completion": ids,
+                        "mask": mask,
+                        "turn_ids": turn_ids,
+                        "advantages": [float(adv[t]) if t >= 0 else 0.0 for t in turn_ids],
+                    }
+                )
+        else:
+            for ep, adv in zip(episodes, advantages, strict=True):
+                for t, turn in enumerate(ep.turns):
+                    n = len(turn.action_ids)
+                    samples.append(
+                        {
+                            "prompt": turn.context_ids or [],
+                            "completion": turn.action_ids,
+                            "mask": [1] * n,
+                            "turn_ids": [t] * n,
+                            "advantages": [float(adv[t])] * n,
+                        }
+                    )
+        return samples
+
+    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        device = self.accelerator.device
+        mode = "train" if self.model.training else "eval"
+        tasks = [self._row_task(row) for row in inputs]
+        stats = RolloutStats()
+        episodes = run_episodes(self._envs(len(tasks)), tasks, self.generate_tokens, self.chat_format, self.rollout_config, stats)
+        self.last_episodes, self.last_rollout_stats = list(episodes), stats
+        advantages = self.episode_advantages(episodes)
+        samples = self._samples(episodes, advantages)
+
+        pad_id = self._tokenizer.pad_token_id
+        prompts = [torch.tensor(s["prompt"], dtype=torch.long) for s in samples]
+        completions = [torch.tensor(s["completion"], dtype=torch.long) for s in samples]
+        prompt_ids = pad(prompts, padding_value=pad_id, padding_side="left").to(device)
+        prompt_mask = pad([torch.ones_like(p) for p in prompts], padding_value=0, padding_side="left").to(device)
+        completion_ids = pad(completions, padding_value=pad_id, padding_side="right").to(device)
+        completion_mask = pad([torch.ones_like(c) for c in completions], padding_value=0, padding_side="right").to(device)
+        tool_mask = pad([torch.tensor(s["mask"], dtype=torch.long) for s in samples], padding_value=0, padding_side="right").to(device)
+        turn_ids = pad([torch.tensor(s["turn_ids"], dtype=torch.long) for s in samples], padding_value=-1, padding_side="right").to(device)
+        token_adv = pad(
+            [torch.tensor(s["advantages"], dtype=torch.float32) for s in samples], padding_value=0.0, padding_side="right"
+        ).to(device)
+        loss_mask = completion_mask * tool_mask
+        num_items_in_batch = self.accelerator.gather(loss_mask.sum()).sum()
+
+        input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
+        attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
+        logits_to_keep = completion_ids.size(1)
+        batch_size = self.args.per_device_train_batch_size if mode == "train" else self.args.per_device_eval_batch_size
+        generate_every = self.args.steps_per_generation * self.num_iterations
+        need_old = self.args.gradient_accumulation_steps % generate_every != 0 or self._needs_old_entropy
+        old_logps = old_entropy = ref_logps = None
+        with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+            if need_old:
+                old_logps, old_entropy = self.token_logps_and_entropy(
+                    self.model, input_ids, attention_mask, logits_to_keep, loss_mask, batch_size
+                )
+            if self.beta != 0.0:
+                if self.ref_model is not None:
+                    ref_logps, _ = self.token_logps_and_entropy(
+                        self.ref_model, input_ids, attention_mask, logits_to_keep, loss_mask, batch_size
+                    )
+                else:
+                    unwrapped = self.accelerator.unwrap_model(self.model)
+                    with use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None):
+                        ref_logps, _ = self.token_logps_and_entropy(
+                            self.model, input_ids, attention_mask, logits_to_keep, loss_mask, batch_size
+                        )
+
+        self._log_rollout(episodes, stats, loss_mask, prompt_mask, mode)
+        output: dict[str, Any] = {
+            "prompt_ids": prompt_ids,
+            "prompt_mask": prompt_mask,
+            "completion_ids": completion_ids,
+            "completion_mask": completion_mask,
+            "tool_mask": tool_mask,
+            "turn_ids": turn_ids,
+            "advantages": token_adv,
+            "num_items_in_batch": num_items_in_batch,
+        }
+        if old_logps is not None:
+            output["old_per_token_logps"] = old_logps
+        if old_entropy is not None and self._needs_old_entropy:
+            output["old_entropy"] = old_entropy
+        if ref_logps is not None:
+            output["ref_per_token_logps"] = ref_logps
+        return output
+
+    def _log_rollout(self, episodes: Sequence[Episode], stats: RolloutStats, loss_mask, prompt_mask, mode: str) -> None:
+        metrics = self._metrics[mode]
+        for key, value in episode_metrics(episodes).items():
+            metrics[f"env/{key}"].append(value)
+        returns = torch.tensor([ep.total_return for ep in episodes], dtype=torch.float32)
+        metrics["reward"].append(returns.mean().item())
+        metrics["reward_std"].append(returns.std().item() if len(returns) > 1 else 0.0)
+        metrics["rewards/environment_reward/mean"].append(returns.mean().item())
+        metrics["rollout/seconds"].append(stats.seconds)
+        metrics["rollout/generate_seconds"].append(stats.generate_seconds)
+        metrics["rollout/env_seconds"].append(stats.env_seconds)
+        metrics["rollout/tokens_per_second"].append(stats.model_tokens / max(stats.seconds, 1e-9))
+        lengths = loss_mask.sum(-1).float()
+        metrics["completions/mean_length"].append(lengths.mean().item())
+        if mode == "train":
+            seen = (prompt_mask.sum() + (loss_mask.sum())).item()
+            self.state.num_input_tokens_seen += seen
+        metrics["num_tokens"] = [self.state.num_input_tokens_seen]
+
+    # ---- batching -----------------------------------------------------------------------
+    def _prepare_inputs(self, generation_batch: Any) -> dict[str, Any]:
+        mode = "train" if self.model.training else "eval"
+        if mode != "train":
+            return self._generate_and_score_completions(generation_batch)
+        generate_every = self.args.steps_per_generation * self.num_iterations
+        if self._step % generate_every == 0 or self._buffered_inputs is None:
+            batch = self._generate_and_score_completions(generation_batch)
+            self._buffered_inputs = split_batch(batch, self.args.steps_per_generation)
+        return self._buffered_inputs[self._step % self.args.steps_per_generation]
+
+    # ---- log-probabilities and entropy --------------------------------------------------
+    def token_logps_and_entropy(
+        self,
+        model: Any,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        logits_to_keep: int,
+        mask: torch.Tensor,
+        batch_size: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token log-probabilities of the completion tokens and their full-vocabulary entropy.
+
+        Positions come from the attention mask (as in ``generate``), so left padding does not shift
+        them.  Only positions where ``mask`` is 1 are scored (others are 0), which skips the LM-head
+        work on environment tokens.
+        """
+        batch_size = batch_size or input_ids.size(0)
+        all_logps, all_entropy = [], []
+        for start in range(0, input_ids.size(0), batch_size):
+            ids = input_ids[start : start + batch_size]
+            attn = attention_mask[start : start + batch_size]
+            keep = mask[start : start + batch_size]
+            logps, entropy = self._chunk_logps(model, ids, attn, logits_to_keep, keep)
+            all_logps.append(logps)
+            all_entropy.append(entropy)
+        return torch.cat(all_logps, 0), torch.cat(all_entropy, 0)
+
+    def _chunk_logps(self, model, input_ids, attention_mask, logits_to_keep, mask):
+        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        targets = input_ids[:, -logits_to_keep:]
+        head_model = self._plain_head_model(model)
+        if head_model is None:
+            # TRL's fused LM head (distributed wrappers, logit scaling): same quantities, no masking of positions.
+            labels = input_ids.clone()
+            labels[:, :-logits_to_keep] = -100
+            labels[:, -logits_to_keep:] = targets.masked_fill(mask == 0, -100)
+            with self.accelerator.autocast():
+                out = model(
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    position_ids=position_ids,
+                    labels=labels,
+                    fused_lm_head=True,
+                )
+            return out.log_probs[:, -logits_to_keep:], out.entropy[:, -logits_to_keep:]
+        from trl_plugins.entropy import logps_and_entropy
+
+        backbone = getattr(head_model, head_model.base_model_prefix)
+        head = head_model.get_output_embeddings()
+        with self.accelerator.autocast():
+            hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
+        hidden = hidden[:, -logits_to_keep - 1 : -1]
+        return logps_and_entropy(
+            hidden, targets, head.weight, head.bias, temperature=self.temperature, mask=mask, chunk_size=1024
+        )
+
+    def _plain_head_model(self, model: Any) -> Any:
+        """The ``*ForCausalLM`` whose backbone and LM head can be called directly, or ``None``."""
+        if model is not self.accelerator.unwrap_model(model):
+            return None  # DDP/FSDP/DeepSpeed: go through the wrapper's forward
+        inner = model.get_base_model() if is_peft_model(model) else model
+        text = inner.config.get_text_config()
+        if any(getattr(text, k, None) not in (None, 1.0) for k in ("final_logit_softcapping", "logit_scale", "logits_scaling")):
+            return None
+        if not hasattr(inner, getattr(inner, "base_model_prefix", "")) or inner.get_output_embeddings() is None:
+            return None
+        return inner
+
+    # ---- loss ---------------------------------------------------------------------------
+    def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
+        prompt_ids, prompt_mask = inputs["prompt_ids"], inputs["prompt_mask"]
+        completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
+        input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
+        attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
+        logits_to_keep = completion_ids.size(1)
+        mask = (completion_mask * inputs["tool_mask"]).float()
+        logps, entropy = self.token_logps_and_entropy(model, input_ids, attention_mask, logits_to_keep, mask)
+        old_logps = inputs.get("old_per_token_logps")
+        old_logps = logps.detach() if old_logps is None else old_logps
+        mode = "train" if self.model.training else "eval"
+        ctx = LossContext(
+            logps=logps,
+            old_logps=old_logps,
+            advantages=inputs["advantages"],
+            mask=mask,
+            entropy=entropy if self._needs_entropy_grad else None,
+            old_entropy=inputs.get("old_entropy"),
+            turn_ids=inputs["turn_ids"],
+            step=int(self.state.global_step),
+            total_steps=max(1, int(self.state.max_steps or 1)),
+            ref_logps=inputs.get("ref_per_token_logps"),
+        )
+        # 1. advantages
+        for hook in self.loss_hooks:
+            ctx.advantages = hook.transform_advantages(ctx)
+        advantages = ctx.advantages
+        ratio = torch.exp(logps - old_logps)
+        # 2. per-token policy loss: the first hook that provides one, else PPO's clip
+        token_loss = None
+        for hook in self.loss_hooks:
+            token_loss = hook.policy_loss(ctx)
+            if token_loss is not None:
+                break
+        if token_loss is None:
+            clipped = torch.clamp(ratio, 1 - self.epsilon_low, 1 + self.epsilon_high)
+            if self.args.delta is not None:
+                ratio_for_loss = torch.clamp(ratio, max=self.args.delta)
+            else:
+                ratio_for_loss = ratio
+            token_loss = -torch.min(ratio_for_loss * advantages, clipped * advantages)
+        # 3. hooks edit the per-token loss
+        for hook in self.loss_hooks:
+            token_loss = hook.transform_token_loss(ctx, token_loss)
+        # The KL term is added after the hooks: they must not mask it (see docs/trainer.md).
+        if self.beta != 0.0:
+            ref = ctx.ref_logps
+            per_token_kl = torch.exp(ref - logps) - (ref - logps) - 1
+            token_loss = token_loss + self.beta * per_token_kl
+        # 4. reduction (masked tokens still count in the normalizer)
+        accumulation = self._accumulation_steps() if mode == "train" else 1.0
+        loss = self._reduce(token_loss, mask, inputs, mode) / accumulation
+        policy_loss = loss.detach() * accumulation
+        # 5. extra terms
+        for hook in self.loss_hooks:
+            extra = hook.extra_loss(ctx)
+            if extra is not None:
+                loss = loss + extra / accumulation
+        if self.entropy_coef:
+            loss = loss - self.entropy_coef * (entropy * mask).sum() / mask.sum().clamp(min=1.0) / accumulation
+        self._log_loss_metrics(mode, policy_loss, entropy, ratio, advantages, mask, inputs["turn_ids"], ctx)
+        return loss
+
+    def _accumulation_steps(self) -> int:
+        # Set by Trainer's loop; absent when the loss is computed outside ``train()``.
+        return int(getattr(self, "current_gradient_accumulation_steps", self.args.gradient_accumulation_steps))
+
+    def _reduce(self, token_loss: torch.Tensor, mask: torch.Tensor, inputs: dict[str, Any], mode: str) -> torch.Tensor:
+        if self.loss_type == "grpo":
+            return ((token_loss * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
+        if self.loss_type == "bnpo":
+            return (token_loss * mask).sum() / mask.sum().clamp(min=1.0)
+        if self.loss_type == "dr_grpo":
+            # Dr.GRPO's constant length: the longest a sample can be.
+            cfg = self.rollout_config
+            length = cfg.max_context_tokens if cfg.context_mode == "full" else cfg.max_new_tokens
+            return (token_loss * mask).sum() / (token_loss.size(0) * length)
+        # dapo: tokens of the whole generation batch, rescaled to one accumulation window (as TRL)
+        normalizer = inputs["num_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes
+        if mode == "train":
+            normalizer = normalizer * self._accumulation_steps() / self.args.steps_per_generation
+        return (token_loss * mask).sum() / normalizer
+
+    def _log_loss_metrics(self, mode, policy_loss, entropy, ratio, advantages, mask, turn_ids, ctx) -> None:
+        metrics = self._metrics[mode]
+
+        def masked_mean(x: torch.Tensor) -> float:
+            totals = self.accelerator.reduce(torch.stack([(x * mask).sum(), mask.sum()]).detach().float(), reduction="sum")
+            return (totals[0] / totals[1].clamp(min=1.0)).item()
+
+        metrics["policy_loss"].append(self.accelerator.gather(policy_loss).mean().item())
+        metrics["entropy"].append(masked_mean(entropy.detach()))
+        low = ((ratio < 1 - self.epsilon_low) & (advantages < 0)).float()
+        high = ((ratio > 1 + self.epsilon_high) & (advantages > 0)).float()
+        metrics["clip_ratio/low_mean"].append(masked_mean(low))
+        metrics["clip_ratio/high_mean"].append(masked_mean(high))
+        metrics["clip_ratio/region_mean"].append(masked_mean(torch.maximum(low, high)))
+        if ctx.ref_logps is not None:
+            kl = torch.exp(ctx.ref_logps - ctx.logps) - (ctx.ref_logps - ctx.logps) - 1
+            metrics["kl"].append(masked_mean(kl.detach()))
+        ent = entropy.detach()
+        for t in torch.unique(turn_ids[mask.bool()]).tolist():
+            sel = (turn_ids == t) & mask.bool()
+            metrics[f"entropy/turn_{t}"].append(ent[sel].mean().item())
+
+    # ---- logging and checkpoints --------------------------------------------------------
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "train" if self.model.training else "eval"
+        for hook in self.loss_hooks:
+            for key, value in hook.metrics().items():
+                self._metrics[mode][f"hooks/{hook.name}/{key}"].append(float(value))
+        super().log(logs, start_time)
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        super()._save_checkpoint(model, trial)
+        if self.loss_hooks and self.args.should_save:
+            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            torch.save({h.name: h.state_dict() for h in self.loss_hooks}, os.path.join(folder, HOOKS_STATE_FILE))
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None and self.loss_hooks:
+            path = os.path.join(checkpoint, HOOKS_STATE_FILE)
+            if os.path.exists(path):
+                state = torch.load(path, weights_only=False)
+                for hook in self.loss_hooks:
+                    if hook.name in state:
+                        hook.load_state_dict(state[hook.name])
+
+
+def split_batch(batch: dict[str, Any], chunks: int, seed: int | None = None) -> list[dict[str, Any]]:
+    """Shuffle the rows of a batch and cut them into ``chunks`` near-equal micro-batches.
+
+    Unlike TRL's ``split_tensor_dict`` the row count need not divide evenly (step-wise samples vary).
+
+    Example:
+        >>> parts = split_batch({"x": torch.arange(5), "n": torch.tensor(5)}, 2, seed=0)
+        >>> [len(p["x"]) for p in parts], int(parts[0]["n"])
+        ([3, 2], 5)
+    """
+    rows = next(v.size(0) for v in batch.values() if isinstance(v, torch.Tensor) and v.ndim > 0)
+    if rows < chunks:
+        raise ValueError(f"{rows} samples cannot be split into {chunks} micro-batches")
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    order = torch.randperm(rows, generator=generator)
+    parts = []
+    for piece in np.array_split(order.numpy(), chunks):
+        index = torch.as_tensor(piece)
+        part = {}
+        for key, value in batch.items():
+            if isinstance(value, torch.Tensor) and value.ndim > 0:
+                part[key] = value[index.to(value.device)]
+            else:
+                part[key] = value
+        parts.append(part)
+    return parts
+
+
+__all__ = ["AgentGRPOTrainer", "build_loss_hooks", "environment_reward", "split_batch"]

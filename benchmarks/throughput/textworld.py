@@ -48,7 +48,7 @@ def rows(quick: bool = False) -> list[Row]:
             native.load(str(paths[s]))
             plans[s] = _commands(native.reset()["extra.walkthrough"], length)
 
-        def run_ours() -> int:
+        def run_ours(ours=ours, plans=plans) -> int:
             n = 0
             for s in seeds:
                 ours.reset(options={"task": s})
@@ -57,7 +57,7 @@ def rows(quick: bool = False) -> list[Row]:
                     n += 1
             return n
 
-        def run_native() -> int:
+        def run_native(native=native, plans=plans) -> int:
             n = 0
             for s in seeds:
                 native.load(str(paths[s]))

@@ -24,7 +24,7 @@ from trl import GRPOConfig
 
 from agentgym_envs.prompts import DEFAULT_SYSTEM_PROMPT, PromptConfig
 from trl_plugins.advantages import ESTIMATORS
-from trl_plugins.rollout import CONTEXT_MODES, RolloutConfig
+from trl_plugins.rollout import CONTEXT_MODES, AEPOBranchConfig, RolloutConfig
 
 #: TRL loss reductions the trainer implements (others raise at construction).
 SUPPORTED_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
@@ -42,7 +42,10 @@ class AgentGRPOConfig(GRPOConfig):
         step_penalty / format_penalty: the shared penalty wrappers.
         max_turns / max_new_tokens_per_turn / max_context_tokens: rollout limits.
         context_mode / history_turns: ``"full"`` trajectories or ``"stepwise"`` samples with the last k turns.
-        advantage_estimator: ``"grpo"``, ``"dr_grpo"``, ``"rloo"``, ``"reinforce_pp"`` or ``"gigpo"``.
+        advantage_estimator: ``"grpo"``, ``"dr_grpo"``, ``"rloo"``, ``"reinforce_pp"``, ``"gigpo"`` or ``"ppo"``
+            (a value head on the policy, GAE at ``ppo_level`` ``"token"`` or ``"turn"`` with ``gamma`` and
+            ``ppo_lam``, each turn's reward on its last token, clipped value loss ``ppo_value_clip`` weighted by
+            ``ppo_vf_coef``, advantages whitened over the batch when ``ppo_whiten``; see :mod:`trl_plugins.ppo`).
         gamma: discount of turn rewards for ``reinforce_pp`` and ``gigpo`` (default 1.0, GiGPO 0.95).
         gigpo_omega: weight of GiGPO's step-level advantage.
         loss_hooks / loss_hook_kwargs: hooks of :mod:`trl_plugins.hooks` by name (``"erc"``) or as
@@ -52,6 +55,11 @@ class AgentGRPOConfig(GRPOConfig):
         sampler: ``"kv"`` (:func:`trl_plugins.sampling.sample_batch`: finished rows leave the batch) or
             ``"generate"`` (transformers' ``generate``; used anyway for repetition penalty, min-p or
             ``generation_kwargs``).
+        aepo_branching: AEPO's dynamic entropy-balanced rollout (:class:`~trl_plugins.rollout.AEPOBranchConfig`):
+            of each task's ``num_generations`` samples (the paper's ``k``), ``m`` are independent rollouts and the
+            rest branch at high-entropy tool-call steps.  ``aepo_beta``, ``aepo_w``, ``aepo_p_branch``,
+            ``aepo_branch_penalty`` and ``aepo_entropy_tokens`` are its parameters.  Needs environments with
+            ``snapshot()``/``restore()`` or deepcopy support (DeepSearch, TextCraft).
     """
 
     env_id: str = field(default="agentgym/TextWorld-w2-o3-q4-v0", metadata={"help": "registered environment id"})
@@ -73,6 +81,17 @@ class AgentGRPOConfig(GRPOConfig):
     include_format_instructions: bool = True
     max_tasks: int | None = None
     sampler: str = field(default="kv", metadata={"help": "kv (lean KV-cache sampler) or generate (transformers)"})
+    aepo_branching: bool = field(default=False, metadata={"help": "AEPO dynamic entropy-balanced rollout"})
+    aepo_beta: float = 0.5
+    aepo_w: float = 0.2
+    aepo_p_branch: float = 0.5
+    aepo_branch_penalty: float = 0.05
+    aepo_entropy_tokens: int = 10
+    ppo_level: str = field(default="token", metadata={"help": "PPO GAE level: token or turn"})
+    ppo_lam: float = 1.0
+    ppo_value_clip: float | None = 0.2
+    ppo_vf_coef: float = 0.5
+    ppo_whiten: bool = True
 
     def __post_init__(self) -> None:
         # Our rollouts own the episode data, so the columns TRL would drop must stay.
@@ -85,8 +104,14 @@ class AgentGRPOConfig(GRPOConfig):
         super().__post_init__()
         if self.context_mode not in CONTEXT_MODES:
             raise ValueError(f"context_mode must be one of {CONTEXT_MODES}, not {self.context_mode!r}")
-        if self.advantage_estimator not in ESTIMATORS:
-            raise ValueError(f"advantage_estimator must be one of {ESTIMATORS}, not {self.advantage_estimator!r}")
+        if self.advantage_estimator not in (*ESTIMATORS, "ppo"):
+            raise ValueError(
+                f"advantage_estimator must be one of {(*ESTIMATORS, 'ppo')}, not {self.advantage_estimator!r}"
+            )
+        if self.advantage_estimator == "ppo":
+            if self.context_mode != "full":
+                raise ValueError("advantage_estimator='ppo' needs context_mode='full' (GAE runs along the episode)")
+            self.ppo_config()  # validates level, gamma and lam
         if self.reward not in ("sparse", "dense", "native"):
             raise ValueError(f"reward must be sparse, dense or native, not {self.reward!r}")
         if self.loss_type not in SUPPORTED_LOSS_TYPES:
@@ -104,6 +129,19 @@ class AgentGRPOConfig(GRPOConfig):
             return float(self.gamma)
         return 0.95 if self.advantage_estimator == "gigpo" else 1.0
 
+    def ppo_config(self):  # -> trl_plugins.ppo.PPOConfig (imported lazily: it pulls in the hooks)
+        """The :class:`~trl_plugins.ppo.PPOConfig` of ``advantage_estimator="ppo"``."""
+        from trl_plugins.ppo import PPOConfig
+
+        return PPOConfig(
+            level=self.ppo_level,  # type: ignore[arg-type]
+            gamma=self.discount,
+            lam=self.ppo_lam,
+            value_clip=self.ppo_value_clip,
+            vf_coef=self.ppo_vf_coef,
+            whiten=self.ppo_whiten,
+        )
+
     def prompt_config(self) -> PromptConfig:
         return PromptConfig(system_prompt=self.system_prompt, include_format_instructions=self.include_format_instructions)
 
@@ -115,6 +153,20 @@ class AgentGRPOConfig(GRPOConfig):
             context_mode=self.context_mode,
             history_turns=self.history_turns,
             prompt=self.prompt_config(),
+            aepo=self.aepo_branch_config(),
+        )
+
+    def aepo_branch_config(self) -> AEPOBranchConfig | None:
+        """The AEPO branching settings, or ``None`` when ``aepo_branching`` is off."""
+        if not self.aepo_branching:
+            return None
+        return AEPOBranchConfig(
+            beta=self.aepo_beta,
+            w=self.aepo_w,
+            p_branch=self.aepo_p_branch,
+            penalty=self.aepo_branch_penalty,
+            entropy_tokens=self.aepo_entropy_tokens,
+            seed=self.seed,
         )
 
 

@@ -31,6 +31,8 @@ Example:
 
 from __future__ import annotations
 
+import copy
+import random
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
@@ -39,9 +41,12 @@ from typing import Any
 import gymnasium as gym
 
 from agentgym_envs.prompts import PromptConfig, episode_messages, observation_message
+from trl_plugins.hooks import BranchPenaltyState, aepo_rollout_budget
 
 #: ``generate_fn(contexts, max_new_tokens) -> sampled ids`` for a batch of token-id contexts.
 GenerateFn = Callable[[list[list[int]], int], list[list[int]]]
+#: ``entropy_fn(contexts, actions) -> mean policy entropy over each action's tokens`` (AEPO branching).
+EntropyFn = Callable[[list[list[int]], list[list[int]]], list[float]]
 
 CONTEXT_MODES = ("full", "stepwise")
 
@@ -49,6 +54,39 @@ _SYSTEM = "SYSTEM_5d1e"
 _USER = "USER_8c2a"
 _ASSISTANT = "ASSISTANT_3f7b"
 _OBSERVATION = "OBSERVATION_9e4d"
+
+
+@dataclass(frozen=True)
+class AEPOBranchConfig:
+    """AEPO's dynamic entropy-balanced rollout (arXiv 2510.14545); see :func:`run_episodes`.
+
+    ``k`` of the paper is the group size (the number of ``tasks`` sharing a group key).
+
+    Attributes:
+        beta: temperature of the budget ``m = clip(floor(k * sigmoid(beta * (H_root - H_tool))) + 1, 1, k)``.
+        w: weight of ``H_now - H_init`` in the branching probability.
+        p_branch: branch when the probability reaches it.
+        penalty: consecutive-branch penalty per consecutive branching step (0.05 in the paper).
+        entropy_tokens: the entropy of a turn is the mean over its first ``entropy_tokens`` sampled tokens.
+        seed: seed of the ``U(0, 1)`` draws (``None``: not reproducible).
+
+    Example:
+        >>> AEPOBranchConfig(p_branch=0.2).w
+        0.2
+    """
+
+    beta: float = 0.5
+    w: float = 0.2
+    p_branch: float = 0.5
+    penalty: float = 0.05
+    entropy_tokens: int = 10
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.entropy_tokens < 1:
+            raise ValueError(f"entropy_tokens must be >= 1, got {self.entropy_tokens}")
+        if self.penalty < 0:
+            raise ValueError(f"penalty must be >= 0, got {self.penalty}")
 
 
 @dataclass(frozen=True)
@@ -64,6 +102,7 @@ class RolloutConfig:
             sample whose prompt holds the opening messages and the last ``history_turns`` turns).
         history_turns: ``k`` of the step-wise mode.
         prompt: system prompt and format instructions (shared with the leaderboard).
+        aepo: AEPO branching (:class:`AEPOBranchConfig`); ``None`` plays every episode independently.
 
     Example:
         >>> RolloutConfig(max_turns=4, context_mode="stepwise", history_turns=2).context_mode
@@ -76,6 +115,7 @@ class RolloutConfig:
     context_mode: str = "full"
     history_turns: int = 2
     prompt: PromptConfig = field(default_factory=PromptConfig)
+    aepo: AEPOBranchConfig | None = None
 
     def __post_init__(self) -> None:
         if self.context_mode not in CONTEXT_MODES:
@@ -188,6 +228,10 @@ class Episode:
     truncation_reason: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
     last_observation: str = ""
+    #: AEPO branching: the index (in the returned list) of the episode this one branched from, and the
+    #: turn at which it did (it shares ``prompt_ids`` and ``turns[:branch_turn]`` with its parent).
+    parent: int | None = None
+    branch_turn: int | None = None
 
     @property
     def total_return(self) -> float:
@@ -238,6 +282,69 @@ class RolloutStats:
     env_seconds: float = 0.0
     model_tokens: int = 0
     generate_calls: int = 0
+    #: AEPO branching counts (zero without it): independent rollouts, branches, branching decisions taken,
+    #: independent rollouts started because a group's branch budget was not used up, and entropies seen.
+    independent: int = 0
+    branches: int = 0
+    branch_decisions: int = 0
+    fallback_independent: int = 0
+    root_entropy: list[float] = field(default_factory=list)
+    tool_entropy: list[float] = field(default_factory=list)
+
+
+def _start_episode(
+    env: gym.Env, task_id: Hashable, seed: int | None, group: Hashable, fmt: ChatFormat, config: RolloutConfig
+) -> Episode:
+    obs, info = env.reset(seed=seed, options={"task": task_id})
+    messages = episode_messages(env, obs, config.prompt)
+    ep = Episode(group=group, task_id=task_id, seed=seed, prompt_ids=fmt.prompt_ids(messages), messages=messages)
+    ep.last_observation, ep.info = obs, info
+    if len(ep.prompt_ids) + config.max_new_tokens > config.max_context_tokens:
+        raise ValueError(
+            f"the opening prompt of task {task_id!r} has {len(ep.prompt_ids)} tokens; with max_new_tokens="
+            f"{config.max_new_tokens} it does not fit max_context_tokens={config.max_context_tokens}"
+        )
+    return ep
+
+
+def _context_or_end(ep: Episode, config: RolloutConfig) -> list[int] | None:
+    """The next turn's context, or ``None`` after ending the episode on the context budget."""
+    ctx = ep.context_ids(config.history_turns if config.context_mode == "stepwise" else None)
+    if len(ctx) + config.max_new_tokens > config.max_context_tokens:
+        ep._end("context_budget", truncated=True)
+        if ep.turns:  # the sequence ends with the model's last turn and stays within the budget
+            ep.turns[-1].env_ids = []
+        return None
+    return ctx
+
+
+def _apply_action(
+    ep: Episode, env: gym.Env, ctx: list[int], action_ids: list[int], fmt: ChatFormat, config: RolloutConfig
+) -> None:
+    """Step ``env`` with the decoded action and append the turn (and its environment tokens) to ``ep``."""
+    ended_with_eos = bool(action_ids) and action_ids[-1] in fmt.eos_ids
+    text = fmt.tokenizer.decode(action_ids, skip_special_tokens=True)
+    obs, reward, terminated, truncated, info = env.step(text)
+    turn = Turn(
+        action_ids=action_ids,
+        text=text,
+        reward=float(reward),
+        observation=obs,
+        state_key=state_key(ep.last_observation),
+        parse_error=info.get("parse_error"),
+        hit_token_limit=not ended_with_eos,
+        context_ids=ctx if config.context_mode == "stepwise" else None,
+    )
+    ep.turns.append(turn)
+    ep.messages += [{"role": "assistant", "content": text}, observation_message(obs)]
+    ep.last_observation, ep.info = obs, info
+    if terminated or truncated:
+        ep.won = bool(info.get("won"))
+        ep._end(info.get("truncation_reason") if truncated else None, truncated=bool(truncated))
+    elif len(ep.turns) == config.max_turns:
+        ep._end("max_turns", truncated=True)
+    else:
+        turn.env_ids = fmt.env_ids(observation_message(obs)["content"], ended_with_eos)
 
 
 def run_episodes(
@@ -247,8 +354,13 @@ def run_episodes(
     fmt: ChatFormat,
     config: RolloutConfig = RolloutConfig(),
     stats: RolloutStats | None = None,
+    entropy_fn: EntropyFn | None = None,
+    rng: random.Random | None = None,
 ) -> list[Episode]:
     """Play one episode per ``(task_id, seed, group)`` in ``envs`` (one environment each), batched per turn.
+
+    With ``config.aepo`` set, the episodes of each group are played with AEPO's dynamic
+    entropy-balanced rollout (:func:`run_episodes_aepo`); that needs ``entropy_fn``.
 
     Example:
         >>> episodes = run_episodes(envs, [(30001, 7, 0)] * 2, generate_fn, ChatFormat(tok))  # doctest: +SKIP
@@ -256,36 +368,27 @@ def run_episodes(
     if len(envs) < len(tasks):
         raise ValueError(f"{len(tasks)} episodes need as many environments, got {len(envs)}")
     stats = stats if stats is not None else RolloutStats()
+    if config.aepo is not None:
+        if entropy_fn is None:
+            raise ValueError("AEPO branching (RolloutConfig.aepo) needs an entropy_fn")
+        return run_episodes_aepo(envs, tasks, generate_fn, entropy_fn, fmt, config, stats, rng)
     start = time.perf_counter()
-    episodes: list[Episode] = []
-    for env, (task_id, seed, group) in zip(envs, tasks, strict=False):
-        obs, info = env.reset(seed=seed, options={"task": task_id})
-        messages = episode_messages(env, obs, config.prompt)
-        ep = Episode(group=group, task_id=task_id, seed=seed, prompt_ids=fmt.prompt_ids(messages), messages=messages)
-        ep.last_observation, ep.info = obs, info
-        if len(ep.prompt_ids) + config.max_new_tokens > config.max_context_tokens:
-            raise ValueError(
-                f"the opening prompt of task {task_id!r} has {len(ep.prompt_ids)} tokens; with max_new_tokens="
-                f"{config.max_new_tokens} it does not fit max_context_tokens={config.max_context_tokens}"
-            )
-        episodes.append(ep)
+    episodes = [
+        _start_episode(env, task_id, seed, group, fmt, config)
+        for env, (task_id, seed, group) in zip(envs, tasks, strict=False)
+    ]
     stats.env_seconds += time.perf_counter() - start
 
-    history = config.history_turns if config.context_mode == "stepwise" else None
-    for turn_index in range(config.max_turns):
+    for _ in range(config.max_turns):
         live: list[int] = []
         contexts: list[list[int]] = []
         for i, ep in enumerate(episodes):
             if ep.done:
                 continue
-            ctx = ep.context_ids(history)
-            if len(ctx) + config.max_new_tokens > config.max_context_tokens:
-                ep._end("context_budget", truncated=True)
-                if ep.turns:  # the sequence ends with the model's last turn and stays within the budget
-                    ep.turns[-1].env_ids = []
-                continue
-            live.append(i)
-            contexts.append(ctx)
+            ctx = _context_or_end(ep, config)
+            if ctx is not None:
+                live.append(i)
+                contexts.append(ctx)
         if not live:
             break
         t0 = time.perf_counter()
@@ -294,35 +397,215 @@ def run_episodes(
         stats.generate_calls += 1
         t0 = time.perf_counter()
         for i, ctx, action_ids in zip(live, contexts, sampled, strict=True):
-            ep = episodes[i]
-            action_ids = list(action_ids)
             stats.model_tokens += len(action_ids)
-            ended_with_eos = bool(action_ids) and action_ids[-1] in fmt.eos_ids
-            text = fmt.tokenizer.decode(action_ids, skip_special_tokens=True)
-            obs, reward, terminated, truncated, info = envs[i].step(text)
-            turn = Turn(
-                action_ids=action_ids,
-                text=text,
-                reward=float(reward),
-                observation=obs,
-                state_key=state_key(ep.last_observation),
-                parse_error=info.get("parse_error"),
-                hit_token_limit=not ended_with_eos,
-                context_ids=ctx if config.context_mode == "stepwise" else None,
-            )
-            ep.turns.append(turn)
-            ep.messages += [{"role": "assistant", "content": text}, observation_message(obs)]
-            ep.last_observation, ep.info = obs, info
-            if terminated or truncated:
-                ep.won = bool(info.get("won"))
-                ep._end(info.get("truncation_reason") if truncated else None, truncated=bool(truncated))
-            elif turn_index + 1 == config.max_turns:
-                ep._end("max_turns", truncated=True)
-            else:
-                turn.env_ids = fmt.env_ids(observation_message(obs)["content"], ended_with_eos)
+            _apply_action(episodes[i], envs[i], ctx, list(action_ids), fmt, config)
         stats.env_seconds += time.perf_counter() - t0
     stats.seconds += time.perf_counter() - start
     return episodes
+
+
+def copy_env_state(src: gym.Env, dst: gym.Env, task_id: Hashable, seed: int | None) -> gym.Env:
+    """Put ``src``'s episode state into ``dst`` (reset on the same task first); returns the env to use.
+
+    Uses ``unwrapped.snapshot()`` / ``restore()`` where the family has them (the shared wrappers
+    hold no episode state), else ``copy.deepcopy(src)`` (returned in place of ``dst``).
+
+    Example:
+        >>> env2 = copy_env_state(env, env2, task_id=3, seed=0)  # doctest: +SKIP
+    """
+    base, target = src.unwrapped, dst.unwrapped
+    if hasattr(base, "snapshot") and hasattr(target, "restore") and type(base) is type(target):
+        dst.reset(seed=seed, options={"task": task_id})  # wrappers (order enforcing) see a reset
+        target.restore(base.snapshot())
+        return dst
+    try:
+        return copy.deepcopy(src)
+    except Exception as exc:  # noqa: BLE001 - any failure means this family cannot branch
+        raise TypeError(
+            f"AEPO branching needs environments with snapshot()/restore() or deepcopy support; "
+            f"{type(base).__name__} has neither ({exc})"
+        ) from exc
+
+
+def _branch_episode(ep: Episode, parent: int) -> Episode:
+    """A copy of ``ep``'s token history and messages up to now, recorded as a branch of ``parent``."""
+    return Episode(
+        group=ep.group,
+        task_id=ep.task_id,
+        seed=ep.seed,
+        prompt_ids=list(ep.prompt_ids),
+        messages=copy.deepcopy(ep.messages),
+        turns=copy.deepcopy(ep.turns),
+        info=copy.deepcopy(ep.info),
+        last_observation=ep.last_observation,
+        parent=parent,
+        branch_turn=len(ep.turns),
+    )
+
+
+@dataclass
+class _Group:
+    """AEPO state of one task group (one prompt's ``k`` samples)."""
+
+    task_id: Hashable
+    seed: int | None
+    slots: list[int]  # indices into ``envs`` reserved for this group
+    used: int = 0
+    probe: int = -1
+    budget: int | None = None  # m: independent rollouts; None until pre-monitoring is done
+    root_entropy: float = 0.0
+    penalty: BranchPenaltyState | None = None
+
+
+def run_episodes_aepo(
+    envs: Sequence[gym.Env],
+    tasks: Sequence[tuple[Hashable, int | None, Hashable]],
+    generate_fn: GenerateFn,
+    entropy_fn: EntropyFn,
+    fmt: ChatFormat,
+    config: RolloutConfig,
+    stats: RolloutStats | None = None,
+    rng: random.Random | None = None,
+) -> list[Episode]:
+    """AEPO's dynamic entropy-balanced rollout: ``k`` samples per group, ``m`` independent and ``k - m`` branches.
+
+    Per group (the ``k`` tasks sharing a group key): a probe episode starts alone.  Its first turn's
+    entropy is ``H_root``, its second turn's (the first tool-call step, after an observation)
+    ``H_tool``; then ``m = aepo_rollout_budget(H_root, H_tool, k, beta)`` and ``m - 1`` more
+    independent episodes start.  At every later tool-call step of any episode of the group, while
+    the group has fewer than ``k`` episodes, the step's entropy ``H_now`` decides (with
+    :class:`~trl_plugins.hooks.BranchPenaltyState`, ``H_init = H_root``) whether to branch: the
+    branch gets a copy of the environment state and of the token history before that step's
+    action, and samples its own action from the same context.  Slots left when a group's episodes
+    have all ended are filled with independent episodes (``stats.fallback_independent``).
+
+    Example:
+        >>> cfg = RolloutConfig(max_turns=4, aepo=AEPOBranchConfig(p_branch=0.2))
+        >>> eps = run_episodes(envs, [(0, 1, 0)] * 4, gen, fmt, cfg, entropy_fn=ent)  # doctest: +SKIP
+    """
+    aepo = config.aepo or AEPOBranchConfig()
+    stats = stats if stats is not None else RolloutStats()
+    rng = rng if rng is not None else random.Random(aepo.seed)
+    start = time.perf_counter()
+    groups: dict[Hashable, _Group] = {}
+    for slot, (task_id, seed, group) in enumerate(tasks):
+        groups.setdefault(group, _Group(task_id, seed, [])).slots.append(slot)
+    envs = list(envs)
+    episodes: list[Episode] = []
+    env_of: list[int] = []
+
+    def start_independent(key: Hashable, g: _Group) -> int:
+        slot = g.slots[g.used]
+        g.used += 1
+        episodes.append(_start_episode(envs[slot], g.task_id, g.seed, key, fmt, config))
+        env_of.append(slot)
+        stats.independent += 1
+        return len(episodes) - 1
+
+    def set_budget(g: _Group, tool_entropy: float) -> None:
+        k = len(g.slots)
+        g.budget = aepo_rollout_budget(g.root_entropy, tool_entropy, k=k, beta=aepo.beta)
+        g.penalty = BranchPenaltyState(g.root_entropy, threshold=aepo.p_branch, w=aepo.w, penalty=aepo.penalty)
+        stats.tool_entropy.append(tool_entropy)
+
+    for key, g in groups.items():
+        g.probe = start_independent(key, g)
+    stats.env_seconds += time.perf_counter() - start
+
+    while True:
+        live: list[int] = []
+        contexts: list[list[int]] = []
+        for i, ep in enumerate(episodes):
+            if not ep.done:
+                ctx = _context_or_end(ep, config)
+                if ctx is not None:
+                    live.append(i)
+                    contexts.append(ctx)
+        if not live:
+            idle = [(key, g) for key, g in groups.items() if g.used < len(g.slots)]
+            if not idle:
+                break
+            t0 = time.perf_counter()
+            for key, g in idle:  # the branch budget was not used up: play the rest independently
+                if g.budget is None:
+                    set_budget(g, g.root_entropy)
+                while g.used < len(g.slots):
+                    start_independent(key, g)
+                    stats.fallback_independent += 1
+            stats.env_seconds += time.perf_counter() - t0
+            continue
+        t0 = time.perf_counter()
+        sampled = [list(a) for a in generate_fn(contexts, config.max_new_tokens)]
+        entropies = entropy_fn(contexts, [a[: aepo.entropy_tokens] for a in sampled])
+        stats.generate_seconds += time.perf_counter() - t0
+        stats.generate_calls += 1
+        t0 = time.perf_counter()
+        for i, ctx, action_ids, entropy in zip(live, contexts, sampled, entropies, strict=True):
+            ep = episodes[i]
+            g = groups[ep.group]
+            step = len(ep.turns)
+            if i == g.probe and step == 0:
+                g.root_entropy = float(entropy)
+                stats.root_entropy.append(g.root_entropy)
+            elif step >= 1:  # a tool-call step: the model acts on an observation
+                if g.budget is None and i == g.probe:
+                    set_budget(g, float(entropy))
+                    for _ in range(g.budget - 1):  # type: ignore[operator]
+                        start_independent(ep.group, g)
+                if g.penalty is not None and g.used < len(g.slots):
+                    stats.branch_decisions += 1
+                    if g.penalty.decide(float(entropy), rng.random()):
+                        slot = g.slots[g.used]
+                        g.used += 1
+                        envs[slot] = copy_env_state(envs[env_of[i]], envs[slot], ep.task_id, ep.seed)
+                        episodes.append(_branch_episode(ep, parent=i))
+                        env_of.append(slot)
+                        stats.branches += 1
+            stats.model_tokens += len(action_ids)
+            _apply_action(ep, envs[env_of[i]], ctx, action_ids, fmt, config)
+            if g.budget is None and i == g.probe and ep.done:  # ended before any tool-call step
+                set_budget(g, g.root_entropy)
+                for _ in range(g.budget - 1):  # type: ignore[operator]
+                    start_independent(ep.group, g)
+        stats.env_seconds += time.perf_counter() - t0
+    stats.seconds += time.perf_counter() - start
+    return episodes
+
+
+def action_entropies(model: Any, contexts: list[list[int]], actions: list[list[int]], pad_id: int) -> list[float]:
+    """Mean full-vocabulary entropy of ``model``'s next-token distributions over each action's tokens.
+
+    One no-grad forward pass over ``context + action`` (left-padded, positions from the mask);
+    an empty action gets the entropy of the first sampled position.  An :data:`EntropyFn` for AEPO.
+
+    Example:
+        >>> from trl_plugins.models import tiny_model, tiny_tokenizer
+        >>> tok = tiny_tokenizer(); model = tiny_model(tok)
+        >>> len(action_entropies(model, [[5, 6], [7]], [[8, 9], [10]], pad_id=0))
+        2
+    """
+    import torch
+
+    device = next(model.parameters()).device
+    rows = [list(c) + list(a) for c, a in zip(contexts, actions, strict=True)]
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention = torch.zeros_like(ids)
+    for r, row in enumerate(rows):
+        ids[r, width - len(row) :] = torch.as_tensor(row, dtype=torch.long)
+        attention[r, width - len(row) :] = 1
+    ids, attention = ids.to(device), attention.to(device)
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=attention, position_ids=positions).logits.float()
+    logp = torch.log_softmax(logits, dim=-1)
+    entropy = -(logp.exp() * logp).sum(-1)  # (rows, width): entropy of the prediction at each position
+    out = []
+    for r, action in enumerate(actions):
+        n = max(1, len(action))
+        # The prediction of an action's first token sits at the context's last position.
+        out.append(entropy[r, width - len(action) - 1 : width - len(action) - 1 + n].mean().item())
+    return out
 
 
 def episode_metrics(episodes: Sequence[Episode]) -> dict[str, float]:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import copy
 import inspect
 import os
+import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -52,7 +53,8 @@ from agentgym_envs.registry import make_env
 from trl_plugins.advantages import turn_advantages
 from trl_plugins.config import AgentGRPOConfig
 from trl_plugins.hooks_base import LossContext, LossHook
-from trl_plugins.rollout import ChatFormat, Episode, RolloutStats, episode_metrics, run_episodes
+from trl_plugins.ppo import ValueHead, clipped_value_loss, compute_advantages
+from trl_plugins.rollout import ChatFormat, Episode, RolloutStats, action_entropies, episode_metrics, run_episodes
 from trl_plugins.sampling import sample_batch
 
 HOOKS_STATE_FILE = "loss_hooks.pt"
@@ -188,6 +190,11 @@ class AgentGRPOTrainer(GRPOTrainer):
         self.add_callback(_HookStepCallback(self))
         self.last_episodes: list[Episode] = []
         self.last_rollout_stats = RolloutStats()
+        self._aepo_rng = random.Random(args.seed)  # U(0, 1) draws of AEPO branching
+        self.ppo_config = args.ppo_config() if args.advantage_estimator == "ppo" else None
+        self.value_head: ValueHead | None = None
+        if self.ppo_config is not None:
+            self._attach_value_head()
 
     # ---- environments and data ---------------------------------------------------------
     @staticmethod
@@ -290,14 +297,68 @@ class AgentGRPOTrainer(GRPOTrainer):
             result.append(ids[:cut])
         return result
 
+    def action_entropies(self, contexts: list[list[int]], actions: list[list[int]]) -> list[float]:
+        """Mean policy entropy over each action's tokens given its context (AEPO's branching signal)."""
+        model = self.accelerator.unwrap_model(self.model)
+        return action_entropies(model, contexts, actions, self._tokenizer.pad_token_id)
+
     def _use_kv_sampler(self) -> bool:
         args = self.args
         plain = (self.repetition_penalty in (None, 1.0)) and self.min_p is None and not args.generation_kwargs
         return args.sampler == "kv" and plain
 
+    # ---- PPO critic ----------------------------------------------------------------------
+    def _attach_value_head(self) -> None:
+        """Put a :class:`~trl_plugins.ppo.ValueHead` on the policy as a submodule (so optimizer and checkpoints hold it)."""
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        inner = unwrapped.get_base_model() if is_peft_model(unwrapped) else unwrapped
+        text = inner.config.get_text_config()
+        head = ValueHead(int(text.hidden_size))
+        param = next(inner.parameters())
+        head.to(device=param.device)  # float32 head on a bf16 policy: values are small-scale regressions
+        inner.add_module("agentgym_value_head", head)
+        self.value_head = head
+
+    def token_values(self, model: Any, input_ids, attention_mask, logits_to_keep: int) -> torch.Tensor:
+        """The critic's value of the state before each completion token, ``(batch, logits_to_keep)``.
+
+        A second forward of the backbone (the policy's log-probabilities come from their own pass).
+        """
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        inner = self._plain_head_model(model)
+        with self.accelerator.autocast():
+            if inner is not None:
+                backbone = getattr(inner, inner.base_model_prefix)
+                hidden = backbone(
+                    input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
+                ).last_hidden_state
+            else:
+                hidden = model(
+                    input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                    output_hidden_states=True, use_cache=False,
+                ).hidden_states[-1]
+        assert self.value_head is not None
+        return self.value_head(hidden[:, -logits_to_keep - 1 : -1])
+
+    def _ppo_targets(self, episodes, input_ids, attention_mask, logits_to_keep, loss_mask, turn_ids, batch_size):
+        """Old values, GAE advantages and value targets of a fresh batch (rewards on each turn's last token)."""
+        chunks = []
+        for start in range(0, input_ids.size(0), batch_size):
+            sl = slice(start, start + batch_size)
+            chunks.append(self.token_values(self.model, input_ids[sl], attention_mask[sl], logits_to_keep).float())
+        old_values = torch.cat(chunks, 0) * loss_mask
+        n_turns = max(1, max(len(ep.turns) for ep in episodes))
+        rewards = torch.zeros(len(episodes), n_turns, device=input_ids.device)
+        for i, ep in enumerate(episodes):
+            rewards[i, : len(ep.turns)] = torch.tensor(ep.step_rewards, dtype=torch.float32)
+        advantages, returns = compute_advantages(old_values, rewards, turn_ids, loss_mask, self.ppo_config)
+        return old_values, advantages, returns
+
     def episode_advantages(self, episodes: Sequence[Episode]) -> list[torch.Tensor]:
         """One advantage per turn of each episode, with the configured estimator."""
         args: AgentGRPOConfig = self.args  # type: ignore[assignment]
+        if self.ppo_config is not None:  # PPO's token advantages come from the critic (_ppo_targets)
+            return [torch.zeros(len(ep.turns)) for ep in episodes]
         return turn_advantages(
             args.advantage_estimator,
             [ep.total_return for ep in episodes],
@@ -343,7 +404,10 @@ class AgentGRPOTrainer(GRPOTrainer):
         mode = "train" if self.model.training else "eval"
         tasks = [self._row_task(row) for row in inputs]
         stats = RolloutStats()
-        episodes = run_episodes(self._envs(len(tasks)), tasks, self.generate_tokens, self.chat_format, self.rollout_config, stats)
+        episodes = run_episodes(
+            self._envs(len(tasks)), tasks, self.generate_tokens, self.chat_format, self.rollout_config, stats,
+            entropy_fn=self.action_entropies, rng=self._aepo_rng,
+        )
         self.last_episodes, self.last_rollout_stats = list(episodes), stats
         advantages = self.episode_advantages(episodes)
         samples = self._samples(episodes, advantages)
@@ -387,6 +451,12 @@ class AgentGRPOTrainer(GRPOTrainer):
                             self.model, input_ids, attention_mask, logits_to_keep, loss_mask, batch_size
                         )
 
+        ppo_targets = None
+        if self.ppo_config is not None:
+            with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+                ppo_targets = self._ppo_targets(
+                    episodes, input_ids, attention_mask, logits_to_keep, loss_mask, turn_ids, batch_size
+                )
         self._log_rollout(episodes, stats, loss_mask, prompt_mask, mode)
         output: dict[str, Any] = {
             "prompt_ids": prompt_ids,
@@ -404,6 +474,8 @@ class AgentGRPOTrainer(GRPOTrainer):
             output["old_entropy"] = old_entropy
         if ref_logps is not None:
             output["ref_per_token_logps"] = ref_logps
+        if ppo_targets is not None:
+            output["old_values"], output["advantages"], output["returns"] = ppo_targets
         return output
 
     def _log_rollout(self, episodes: Sequence[Episode], stats: RolloutStats, loss_mask, prompt_mask, mode: str) -> None:
@@ -418,6 +490,14 @@ class AgentGRPOTrainer(GRPOTrainer):
         metrics["rollout/generate_seconds"].append(stats.generate_seconds)
         metrics["rollout/env_seconds"].append(stats.env_seconds)
         metrics["rollout/tokens_per_second"].append(stats.model_tokens / max(stats.seconds, 1e-9))
+        if self.rollout_config.aepo is not None:
+            metrics["aepo/independent_rollouts"].append(float(stats.independent))
+            metrics["aepo/branches"].append(float(stats.branches))
+            metrics["aepo/branch_decisions"].append(float(stats.branch_decisions))
+            metrics["aepo/fallback_independent"].append(float(stats.fallback_independent))
+            for name, values in (("root_entropy", stats.root_entropy), ("tool_entropy", stats.tool_entropy)):
+                if values:
+                    metrics[f"aepo/{name}"].append(sum(values) / len(values))
         lengths = loss_mask.sum(-1).float()
         metrics["completions/mean_length"].append(lengths.mean().item())
         if mode == "train":
@@ -563,6 +643,15 @@ class AgentGRPOTrainer(GRPOTrainer):
             extra = hook.extra_loss(ctx)
             if extra is not None:
                 loss = loss + extra / accumulation
+        if self.ppo_config is not None:
+            values = self.token_values(model, input_ids, attention_mask, logits_to_keep)
+            value_loss, value_clip = clipped_value_loss(
+                values, inputs["old_values"], inputs["returns"], mask, self.ppo_config.value_clip
+            )
+            loss = loss + self.ppo_config.vf_coef * value_loss / accumulation
+            self._metrics[mode]["value_loss"].append(float(value_loss.detach()))
+            self._metrics[mode]["value_clip_fraction"].append(value_clip)
+            self._metrics[mode]["value_mean"].append(float((values.detach() * mask).sum() / mask.sum().clamp(min=1.0)))
         if self.entropy_coef:
             loss = loss - self.entropy_coef * (entropy * mask).sum() / mask.sum().clamp(min=1.0) / accumulation
         self._log_loss_metrics(mode, policy_loss, entropy, ratio, advantages, mask, inputs["turn_ids"], ctx)

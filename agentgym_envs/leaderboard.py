@@ -63,11 +63,11 @@ class Suite:
 #: The quick suite: a few minutes on a laptop CPU with the default policies (step limits cut so that a
 #: small model that never succeeds does not dominate the time).
 QUICK = (
-    SuiteEntry("agentgym/TextWorld-w2-o3-q4-v0", tasks=3),
-    SuiteEntry("agentgym/TextCraft-v0", tasks=3, kwargs={"max_steps": 15}),
-    SuiteEntry("agentgym/BabyAI-GoToRedBall-v0", tasks=3, kwargs={"max_steps": 15}),
-    SuiteEntry("agentgym/TWX-coin-v0", tasks=3, kwargs={"max_steps": 15}),
-    SuiteEntry("agentgym/DeepSearch-h1-v0", tasks=3, kwargs={"max_steps": 10}),
+    SuiteEntry("agentgym/TextWorld-w2-o3-q4-v0", tasks=2),
+    SuiteEntry("agentgym/TextCraft-v0", tasks=2, kwargs={"max_steps": 10}),
+    SuiteEntry("agentgym/BabyAI-GoToRedBall-v0", tasks=2, kwargs={"max_steps": 10}),
+    SuiteEntry("agentgym/TWX-coin-v0", tasks=2, kwargs={"max_steps": 20}),
+    SuiteEntry("agentgym/DeepSearch-h1-v0", tasks=2, kwargs={"max_steps": 10}),
 )
 
 

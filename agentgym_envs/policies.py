@@ -57,6 +57,9 @@ class _ChatPolicy:
     def __init__(self, prompt: PromptConfig | None = None):
         self.conversation = Conversation(prompt or PromptConfig())
         self._seed = 0
+        # In the plain format a reply must be one line: whatever follows the first newline can
+        # only make the action invalid, so decoding stops there (as serving stacks do with stop="\n").
+        self._single_line = False
 
     def reset(self, seed: int | None = None) -> None:
         self._seed = seed or 0
@@ -64,6 +67,7 @@ class _ChatPolicy:
 
     def act(self, observation: str, info: dict[str, Any], env: gym.Env) -> str:
         messages = self.conversation.observe(observation, info, env)
+        self._single_line = env.unwrapped.parser.format == "plain"
         text = self.complete(messages)
         self.conversation.reply(text)
         return text
@@ -155,9 +159,12 @@ class HFPolicy(_ChatPolicy):
                 top_p=1.0 if sample else None,
                 top_k=0 if sample else None,
                 pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+                stop_strings=["\n"] if self._single_line else None,
+                tokenizer=self.tokenizer if self._single_line else None,
             )
         self._seed += 1
-        return self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+        text = self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+        return text.split("\n", 1)[0] if self._single_line and text.strip() else text
 
 
 class OpenAIPolicy(_ChatPolicy):
@@ -219,6 +226,7 @@ class OpenAIPolicy(_ChatPolicy):
                 "temperature": self.temperature,
                 "max_tokens": self.max_new_tokens,
                 "seed": self._seed,
+                **({"stop": ["\n"]} if self._single_line else {}),
             },
         )
         self._seed += 1
@@ -250,6 +258,7 @@ class VLLMPolicy(_ChatPolicy):
         self.name = f"vllm:{Path(model).name}"
 
     def complete(self, messages: list[dict[str, str]]) -> str:
-        params = self._params(temperature=self.temperature, max_tokens=self.max_new_tokens, seed=self._seed)
+        stop = ["\n"] if self._single_line else None
+        params = self._params(temperature=self.temperature, max_tokens=self.max_new_tokens, seed=self._seed, stop=stop)
         self._seed += 1
         return self.engine.chat(messages, params, use_tqdm=False)[0].outputs[0].text

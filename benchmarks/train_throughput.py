@@ -6,9 +6,10 @@ One run compares, on the same model, environment, tasks, seeds, batch, turn and 
   the KV cache carried across an episode's turns); ``--with-fresh-prefill`` adds it with ``carry_kv_cache=False``;
 * ``trl``: TRL's stock ``GRPOTrainer`` with ``environment_factory`` (the environment exposed as an ``act(command)``
   tool, multi-turn through TRL's tool-calling loop);
-* ``vllm`` (when ``vllm`` is importable by ``--vllm-python``): the same episodes through the rollout engine with
-  :class:`agentgym_envs.generation.vllm.VLLMBackend` (rollout only: the trainer has no vLLM path yet, so its step
-  time and memory are not comparable).
+* ``ours-vllm`` (when ``vllm`` is importable by ``--vllm-python``): the same trainer with
+  ``generation_backend="vllm"`` (vLLM colocated in the trainer's process, the policy's weights pushed into it
+  after each optimizer step, TRL's importance-sampling correction on).  On CPU vLLM reserves its KV-cache space
+  up front, so this row's peak memory is dominated by that reservation.
 
 Fairness (what the rows share, checked and printed):
 
@@ -71,12 +72,12 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 #: The command every reply is forced to (``--reply forced``): valid in every text game, never ends an episode.
 FORCED_COMMAND = "look"
-ROWS = ("ours", "ours-fresh", "trl", "vllm")
+ROWS = ("ours", "ours-fresh", "trl", "ours-vllm")
 DESCRIPTIONS = {
     "ours": "agentgym AgentGRPOTrainer (transformers, KV cache carried)",
     "ours-fresh": "agentgym AgentGRPOTrainer (transformers, fresh prefill)",
     "trl": "TRL GRPOTrainer + environment_factory",
-    "vllm": "agentgym engine + VLLMBackend (rollout only)",
+    "ours-vllm": "agentgym AgentGRPOTrainer (vLLM colocate)",
 }
 
 
@@ -124,8 +125,9 @@ class ForcedReply:
     """A forward hook that makes the model's next-token logits pick ``reply[k]`` at the k-th generated token.
 
     Active only inside :meth:`wrap`-ped generation calls (the loss forwards are untouched).  A forward over
-    more than one new token is a (re)prefill and restarts the reply; a one-token forward continues it and must
-    feed back the token forced before (checked, so a backend that decodes differently fails loudly).
+    more than one new token, or one that does not feed back the token forced before, is a (re)prefill and
+    restarts the reply (a prefill can be one token per row when a shared prefix or a carried cache holds the rest);
+    a one-token forward of the token forced before continues it.
 
     Example:
         >>> forcer = ForcedReply(model, forced_reply_ids(tok))              # doctest: +SKIP
@@ -150,10 +152,9 @@ class ForcedReply:
         if not self.active:
             return output
         input_ids = kwargs.get("input_ids", args[0] if args else None)
-        if input_ids.size(1) > 1:
+        if input_ids.size(1) > 1 or self.position == 0 or not bool((input_ids[:, -1] == self.reply[self.position - 1]).all()):
+            # a prefill (one token per row when a shared prefix or a carried cache holds the rest): a new reply
             self.position = 0
-        elif self.position > 0 and not bool((input_ids[:, -1] == self.reply[self.position - 1]).all()):
-            raise RuntimeError("forced reply out of step: the backend fed back a token that was not forced")
         index = min(self.position, len(self.reply) - 1)
         logits = output.logits
         logits[:, -1, :] = -1e4
@@ -288,11 +289,28 @@ def summary(rollouts: list[dict[str, Any]], steps: list[float], opts: argparse.N
 
 
 # ---- the rows --------------------------------------------------------------------------------------
-def run_ours(opts: argparse.Namespace, carry: bool) -> dict[str, Any]:
+def run_ours(opts: argparse.Namespace, carry: bool, vllm: bool = False) -> dict[str, Any]:
     from trl_plugins.config import AgentGRPOConfig
     from trl_plugins.trainer import AgentGRPOTrainer
 
     model, tok = load_model(opts)
+    forced = forced_reply_ids(tok) if opts.reply == "forced" else None
+
+    class Trainer(AgentGRPOTrainer):
+        def make_generation_backend(self) -> Any:
+            if not vllm or forced is None:
+                return super().make_generation_backend()
+            from trl_plugins.vllm_colocate import build_vllm_backend
+
+            return build_vllm_backend(
+                self.accelerator.unwrap_model(self.model), self.args, self.chat_format.stop_ids,
+                backend_class=forced_vllm_backend(forced), logits_processors=[_forced_logits_processor()],
+            )
+
+    vllm_settings = dict(
+        generation_backend="vllm", vllm_max_model_length=max(opts.max_context, 2048),
+        vllm_importance_sampling_correction=True,
+    ) if vllm else {}
     args = AgentGRPOConfig(
         **common_config(opts, tempfile.mkdtemp(prefix="agentgym-bench-ours-")),
         env_id=opts.env,
@@ -304,11 +322,12 @@ def run_ours(opts: argparse.Namespace, carry: bool) -> dict[str, Any]:
         chat_template_kwargs={"tools": tool_schemas(opts)},
         # TRL's top_k=0 means "off"; the engine's SamplingSettings spells that None (and rejects 0)
         top_k=None,
+        **vllm_settings,
     )
-    trainer = AgentGRPOTrainer(model, args=args, processing_class=tok)
-    if opts.reply == "forced":
+    trainer = Trainer(model, args=args, processing_class=tok)
+    if forced is not None and not vllm:
         backend = trainer.generation_backend
-        backend.generate = ForcedReply(model, forced_reply_ids(tok)).wrap(backend.generate)
+        backend.generate = ForcedReply(model, forced).wrap(backend.generate)
     rollouts: list[dict[str, Any]] = []
     original = trainer._generate_and_score_completions
 
@@ -441,71 +460,17 @@ def _forced_logits_processor() -> type:
     return ForcedReplyProcessor
 
 
-def run_vllm(opts: argparse.Namespace) -> dict[str, Any]:
-    from transformers import AutoTokenizer
-    from trl.chat_template_utils import qwen2_5_chat_template
-
-    from agentgym_envs.engine import ChatFormat, RolloutConfig, RolloutStats, run_episodes, stop_ids_for
-    from agentgym_envs.generation import SamplingSettings
+def forced_vllm_backend(reply: list[int]) -> type:
+    """A :class:`VLLMBackend` whose requests carry ``reply`` for :func:`_forced_logits_processor`."""
     from agentgym_envs.generation.vllm import VLLMBackend
-    from agentgym_envs.prompts import DEFAULT_SYSTEM_PROMPT, PromptConfig
-    from agentgym_envs.registry import make_env
 
-    path = model_path(opts.model)
-    tok = AutoTokenizer.from_pretrained(path)
-    tok.chat_template = qwen2_5_chat_template
-    fmt = ChatFormat(tok, {"tools": tool_schemas(opts)}, stop_ids=stop_ids_for(tok))
-    forced = forced_reply_ids(tok) if opts.reply == "forced" else None
-
-    class Backend(VLLMBackend):
+    class ForcedVLLMBackend(VLLMBackend):
         def _sampling_params(self, max_new_tokens: int) -> Any:
             params = super()._sampling_params(max_new_tokens)
-            if forced is not None:
-                params.extra_args = {"forced_reply": forced}
+            params.extra_args = {"forced_reply": reply}
             return params
 
-    kwargs: dict[str, Any] = {"logits_processors": [_forced_logits_processor()]} if forced else {}
-    backend = Backend(
-        path, SamplingSettings(stop_ids=fmt.stop_ids, seed=0), dtype="bfloat16" if opts.device == "cuda" else "float32",
-        max_model_len=max(opts.max_context, 2048), **kwargs,
-    )
-    setup_torch(opts.threads)
-    envs = [make_env(opts.env, split="train", **env_kwargs(opts)) for _ in range(opts.episodes)]
-    tasks = [(t["task"], t["seed"], i) for i, t in enumerate(opts.tasks)] if opts.tasks else None
-    if tasks is None:
-        ids = list(envs[0].unwrapped.task_ids)
-        tasks = [(ids[i % len(ids)], i, i) for i in range(opts.episodes)]
-    task_ids = {str(t): t for t in envs[0].unwrapped.task_ids}
-    tasks = [(task_ids.get(str(t), t), s, g) for t, s, g in tasks]
-    config = RolloutConfig(
-        max_turns=opts.max_turns, max_new_tokens=opts.max_new_tokens, max_context_tokens=opts.max_context,
-        prompt=PromptConfig(system_prompt=DEFAULT_SYSTEM_PROMPT),
-    )
-    rollouts = []
-    for _ in range(opts.steps + 1):  # the first batch warms up, like the trainers' first step
-        stats = RolloutStats()
-        episodes = run_episodes(envs, tasks, backend, fmt, config, stats)
-        rollouts.append(
-            {
-                "tokens": stats.model_tokens,
-                "seconds": stats.seconds,
-                "prompt_hash": prompt_hash(episodes[0].prompt_ids),
-                "episodes": [
-                    {
-                        "task": str(ep.task_id), "seed": ep.seed, "replies": len(ep.turns), "env_steps": len(ep.turns),
-                        "model_tokens": sum(len(t.action_ids) for t in ep.turns), "prompt_tokens": len(ep.prompt_ids),
-                        "completion_tokens": len(ep.completion()[0]),
-                    }
-                    for ep in episodes
-                ],
-            }
-        )
-    for env in envs:
-        env.close()
-    backend.close()
-    result = summary(rollouts, [], opts)
-    result["step_time_s"] = None
-    return result
+    return ForcedVLLMBackend
 
 
 def child(opts: argparse.Namespace) -> int:
@@ -523,7 +488,7 @@ def child(opts: argparse.Namespace) -> int:
         elif opts.child == "trl":
             result = run_trl(opts)
         else:
-            result = run_vllm(opts)
+            result = run_ours(opts, carry=True, vllm=True)
         result["threads"] = torch.get_num_threads()
     except Exception as exc:  # noqa: BLE001 - one row's failure is reported, the others still run
         import traceback
@@ -544,13 +509,11 @@ def has_vllm(python: str) -> bool:
     return probe.returncode == 0
 
 
-def run_row(name: str, opts: argparse.Namespace, argv: list[str], tasks: list[dict] | None) -> dict[str, Any]:
-    python = opts.vllm_python if name == "vllm" else sys.executable
+def run_row(name: str, opts: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    python = opts.vllm_python if name == "ours-vllm" else sys.executable
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "row.json"
         command = [python, str(Path(__file__).resolve()), *argv, "--device", opts.device, "--child", name, "--out", str(out)]
-        if tasks:
-            command += ["--tasks", json.dumps([{"task": t["task"], "seed": t["seed"]} for t in tasks])]
         env = dict(os.environ, OMP_NUM_THREADS=str(opts.threads), MKL_NUM_THREADS=str(opts.threads),
                    PYTHONPATH=os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent),
                                                              os.environ.get("PYTHONPATH")])))
@@ -608,7 +571,8 @@ def report(results: list[dict[str, Any]], opts: argparse.Namespace, device_name:
           "turns) and renders/tokenises each tool result through the chat template and parses each reply "
           "(parse_response); ours appends token ids (no re-tokenisation) and carries each episode's KV cache. TRL "
           "frames a tool result as <tool_response> in a user turn and executes max_turns-1 tool calls (its last "
-          "reply's call is not run); vllm is a rollout-only row (no trainer step).")
+          "reply's call is not run); ours-vllm samples with vLLM (its own kernels, prefix caching) and pushes the "
+          "weights into it after each optimizer step.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -630,14 +594,13 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"forced: every reply is the same act({FORCED_COMMAND!r}) call; sampled: free sampling")
     parser.add_argument("--threads", type=int, default=1, help="torch threads in each row's process")
     parser.add_argument("--gradient-checkpointing", action="store_true")
-    parser.add_argument("--rows", default="ours,trl,vllm", help=f"comma-separated, of {', '.join(ROWS)}")
+    parser.add_argument("--rows", default="ours,trl,ours-vllm", help=f"comma-separated, of {', '.join(ROWS)}")
     parser.add_argument("--with-fresh-prefill", action="store_true", help="add ours without the carried KV cache")
     parser.add_argument("--vllm-python", default=sys.executable,
-                        help="the interpreter of the vllm row (a venv with vllm); the row is skipped without vllm")
+                        help="the interpreter of the ours-vllm row (a venv with vllm); the row is skipped without vllm")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.add_argument("--child", choices=ROWS, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
-    parser.add_argument("--tasks", type=json.loads, help=argparse.SUPPRESS)
     opts = parser.parse_args(argv)
     if opts.quick:
         opts.episodes, opts.num_generations, opts.max_turns, opts.max_new_tokens, opts.steps = 4, 2, 3, 32, 1
@@ -665,18 +628,15 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(rows) - set(ROWS)
     if unknown:
         parser.error(f"unknown rows {sorted(unknown)}; choose from {', '.join(ROWS)}")
-    if "vllm" in rows and not has_vllm(opts.vllm_python):
-        print(f"vllm is not importable by {opts.vllm_python}: no vllm row (pass --vllm-python)", flush=True)
-        rows.remove("vllm")
+    if "ours-vllm" in rows and not has_vllm(opts.vllm_python):
+        print(f"vllm is not importable by {opts.vllm_python}: no ours-vllm row (pass --vllm-python)", flush=True)
+        rows.remove("ours-vllm")
     child_argv = [a for a in argv if a not in ("--with-fresh-prefill",)]
     child_argv = strip_option(child_argv, "--rows", "--json", "--vllm-python", "--device")
     results: list[dict[str, Any]] = []
-    tasks = None
     for name in rows:
         print(f"--- {name}", flush=True)
-        result = run_row(name, opts, child_argv, tasks if name == "vllm" else None)
-        if name in ("ours", "trl") and "error" not in result and tasks is None:
-            tasks = result["episodes"]
+        result = run_row(name, opts, child_argv)
         results.append(result)
         print(json.dumps({k: v for k, v in result.items() if k != "episodes"}), flush=True)
     report(results, opts, device_name)

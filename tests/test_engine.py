@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -80,6 +81,37 @@ def test_a_context_that_does_not_extend_the_cache_reuses_only_the_common_prefix(
     assert backend.reused_tokens == 2
     backend.release(["a", "b"])
     assert backend.cached_keys == []
+
+
+def test_a_batch_prefills_identical_contexts_and_their_common_prefix_once(model, tok):
+    # A GRPO-like batch: three rollouts of one prompt, two of another that shares its first 12 ids.
+    common = list(range(10, 22))
+    prompt_a, prompt_b = common + [40, 41, 42, 43], common + [50, 51]
+    requests = [GenerationRequest(k, p) for k, p in enumerate([prompt_a, prompt_b, prompt_a, prompt_a, prompt_b])]
+    outputs = {}
+    for share in (True, False):
+        settings = SamplingSettings(temperature=0.9, stop_ids=(tok.eos_token_id,), seed=5)
+        backend = TransformersBackend(model, tok.pad_token_id, settings, share_prefixes=share)
+        outputs[share] = (backend.generate(requests, 6), backend)
+    (shared, with_sharing), (separate, without) = outputs[True], outputs[False]
+    assert without.prefilled_tokens == 3 * len(prompt_a) + 2 * len(prompt_b) and without.shared_tokens == 0
+    # prompt_a and prompt_b once each, their common 12 ids once: 12 + 4 + 2
+    assert with_sharing.prefilled_tokens == len(common) + 4 + 2
+    assert with_sharing.shared_tokens == without.prefilled_tokens - with_sharing.prefilled_tokens
+    for a, b in zip(shared, separate, strict=True):
+        assert a.ids == b.ids and a.finish_reason == b.finish_reason
+        assert torch.allclose(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5)
+    assert len({tuple(o.ids) for o in shared}) > 2  # the copies of one prompt still sample separately
+    # ... and each row's carried cache (copied from a shared row) continues its own reply.
+    follow = [GenerationRequest(r.key, r.context_ids + o.ids + [7, 8]) for r, o in zip(requests, shared, strict=True)]
+    greedy = dataclasses.replace(with_sharing.settings, do_sample=False)
+    with_sharing.settings = greedy
+    again = with_sharing.generate(follow, 4)
+    assert with_sharing.reused_tokens == sum(len(f.context_ids) - 3 for f in follow)
+    fresh = TransformersBackend(model, tok.pad_token_id, greedy, carry_cache=False, share_prefixes=False)
+    for a, b in zip(again, fresh.generate(follow, 4), strict=True):
+        assert a.ids == b.ids
+        assert torch.allclose(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5)
 
 
 def test_one_set_of_stop_ids_with_two_end_ids(tok):

@@ -101,13 +101,17 @@ def sampling_settings(args: Any, stop_ids: Sequence[int], seed: int | None) -> S
     )
 
 
-def build_vllm_backend(model: Any, args: Any, stop_ids: Sequence[int]) -> Any:
+def build_vllm_backend(
+    model: Any, args: Any, stop_ids: Sequence[int], backend_class: type | None = None, **engine_kwargs: Any
+) -> Any:
     """An in-process :class:`~agentgym_envs.generation.vllm.VLLMBackend` serving ``model`` as configured by ``args``.
 
     ``model.name_or_path`` must be a local folder (vLLM loads the architecture and tokenizer from it; the trainer
     then pushes the current weights with ``backend.load_weights(policy_weights(model))``). ``args`` is a TRL
     ``GRPOConfig``: ``temperature``, ``top_p``, ``top_k``, ``seed``, ``vllm_gpu_memory_utilization``,
     ``vllm_max_model_length``, ``vllm_enable_sleep_mode`` (refused), ``vllm_mode`` (``"colocate"`` only on CPU).
+    ``backend_class`` (a ``VLLMBackend`` subclass) and ``engine_kwargs`` (passed on to ``vllm.LLM``, e.g.
+    ``logits_processors``) are for a trainer subclass's :meth:`make_generation_backend`.
 
     Example:
         >>> backend = build_vllm_backend(model, trainer.args, trainer.eos_token_ids)   # doctest: +SKIP
@@ -132,13 +136,14 @@ def build_vllm_backend(model: Any, args: Any, stop_ids: Sequence[int]) -> Any:
         raise ValueError("use_vllm=True needs a model loaded from a local folder (model.name_or_path is empty)")
     settings = sampling_settings(args, stop_ids, seed=getattr(args, "seed", None))
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
-    return VLLMBackend(
+    return (backend_class or VLLMBackend)(
         path,
         settings,
         dtype=dtype,
         gpu_memory_utilization=float(getattr(args, "vllm_gpu_memory_utilization", 0.3)),
         max_model_len=getattr(args, "vllm_max_model_length", None),
         seed=int(getattr(args, "seed", 0) or 0),
+        **engine_kwargs,
     )
 
 

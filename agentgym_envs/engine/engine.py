@@ -7,6 +7,11 @@ episode's environment worker and then ``step_wait`` on each (so workers in other
 parallel), and appends the turn.  Each request carries its episode's key, so a backend can carry the
 episode's KV cache from turn to turn; an episode that ends is released from the backend.
 
+When environments step outside this process (worker processes, Ray actors), the batch is split into two
+halves that take turns (``RolloutConfig.overlap``): while one half's environments step, the other half
+generates, so slow environments no longer hold up generation (``RolloutStats.env_wait_seconds`` is the
+environment time generation did not hide).
+
 Backends:
 
 * a token backend (:class:`~agentgym_envs.generation.base.GenerationBackend`): token-exact
@@ -300,62 +305,113 @@ def run_episodes(
         for i in range(len(episodes)):
             shares[i] += reset_seconds / max(1, len(episodes))
         finish(i for i, ep in enumerate(episodes) if ep.done)
-        for _ in range(config.max_turns):
-            turn_start = time.perf_counter()
-            live: list[int] = []
-            contexts: list[list[int] | None] = []
-            for i, ep in enumerate(episodes):
-                if ep.done:
-                    continue
-                ctx = None if text_backend else next_context(ep, config)
-                if ctx is None and not text_backend:
-                    continue
-                live.append(i)
-                contexts.append(ctx)
-            finish(i for i, ep in enumerate(episodes) if ep.done)
-            if not live:
-                break
-            t0 = time.perf_counter()
-            if text_backend:
-                stop = ("\n",) if config.first_line_only else ()
-                requests = [
-                    TextRequest(keys[i], list(episodes[i].messages), _turn_seed(episodes[i]), stop) for i in live
-                ]
-                outputs: list[Any] = backend.generate_text(requests, config.max_new_tokens)
-            else:
-                token_requests = [GenerationRequest(keys[i], ctx) for i, ctx in zip(live, contexts, strict=True)]  # type: ignore[arg-type]
-                outputs = backend.generate(token_requests, config.max_new_tokens)
-            elapsed = time.perf_counter() - t0
-            stats.generate_seconds += elapsed
-            stats.turn_generate_seconds.append(elapsed)
-            stats.generate_calls += 1
-            t0 = time.perf_counter()
-            replies = []
-            for i, output in zip(live, outputs, strict=True):
-                if text_backend:
-                    text = output.text
-                    if config.first_line_only and text.strip():
-                        text = text.split("\n", 1)[0]
-                    reply = ([], text, False, output.finish_reason == "length", None)
+        groups = _pipeline_groups(len(episodes), workers, config)
+        stats.pipeline_groups = len(groups)
+        # Each group takes its turn: collect its environment steps, then generate and submit its next actions.
+        # With two groups, one generates while the other's environments step in their workers.
+        in_flight: dict[int, list[tuple[int, list[int] | None, tuple]]] = {}
+        running = list(range(len(groups)))
+        while running:
+            for g in list(running):
+                t0 = time.perf_counter()
+                collected = in_flight.pop(g, [])
+                for i, ctx, reply in collected:
+                    action_ids, text, ended, hit, logprobs = reply
+                    result = workers[i].step_wait()
+                    record_turn(episodes[i], result, ctx, action_ids, text, ended, hit, fmt, config, logprobs)
+                waited = time.perf_counter() - t0
+                stats.env_seconds += waited
+                stats.env_wait_seconds += waited
+                for i, _, _ in collected:
+                    shares[i] += waited / len(collected)
+                finish(i for i, _, _ in collected if episodes[i].done)
+                submitted = _generate_and_submit(
+                    groups[g], episodes, workers, keys, backend, text_backend, fmt, config, stats, shares
+                )
+                finish(i for i in groups[g] if episodes[i].done)
+                if submitted:
+                    in_flight[g] = submitted
                 else:
-                    stats.model_tokens += len(output.ids)
-                    reply = (*reply_of(output, fmt, config), output.logprobs)  # type: ignore[arg-type]
-                replies.append(reply)
-                workers[i].step_async(reply[1])
-            for i, ctx, reply in zip(live, contexts, replies, strict=True):
-                action_ids, text, ended, hit, logprobs = reply
-                result = workers[i].step_wait()
-                record_turn(episodes[i], result, ctx, action_ids, text, ended, hit, fmt, config, logprobs)
-            stats.env_seconds += time.perf_counter() - t0
-            turn_seconds = time.perf_counter() - turn_start
-            for i in live:
-                shares[i] += turn_seconds / len(live)
-            finish(i for i in live if episodes[i].done)
+                    running.remove(g)
         finish(i for i, ep in enumerate(episodes) if ep.done)
     finally:
         backend.release(keys)
     stats.seconds += time.perf_counter() - start
     return episodes
+
+
+def _pipeline_groups(n: int, workers: Sequence[Any], config: RolloutConfig) -> list[list[int]]:
+    """The episodes' indices in generation groups: two contiguous halves when turns overlap, else one group.
+
+    Contiguous halves keep a GRPO group's rollouts (adjacent, same prompt) in one generation batch, where a
+    backend can prefill their shared prompt once.
+    """
+    overlap = config.overlap
+    if overlap is None:
+        overlap = any(not isinstance(w, InProcessWorker) for w in workers)
+    if not overlap or n < 2:
+        return [list(range(n))]
+    half = (n + 1) // 2
+    return [list(range(half)), list(range(half, n))]
+
+
+def _generate_and_submit(
+    group: list[int],
+    episodes: list[Episode],
+    workers: list[Any],
+    keys: list[tuple[int, int]],
+    backend: Any,
+    text_backend: bool,
+    fmt: ChatFormat | None,
+    config: RolloutConfig,
+    stats: RolloutStats,
+    shares: list[float],
+) -> list[tuple[int, list[int] | None, tuple]]:
+    """Generate the next reply of each live episode of ``group`` and send it to its environment (``step_async``).
+
+    Returns ``(index, context, reply)`` of each submitted step (``[]`` when no episode of the group is live).
+    """
+    t0 = time.perf_counter()
+    live: list[int] = []
+    contexts: list[list[int] | None] = []
+    for i in group:
+        ep = episodes[i]
+        if ep.done:
+            continue
+        ctx = None if text_backend else next_context(ep, config)
+        if ctx is None and not text_backend:
+            continue
+        live.append(i)
+        contexts.append(ctx)
+    if not live:
+        return []
+    if text_backend:
+        stop = ("\n",) if config.first_line_only else ()
+        requests = [TextRequest(keys[i], list(episodes[i].messages), _turn_seed(episodes[i]), stop) for i in live]
+        outputs: list[Any] = backend.generate_text(requests, config.max_new_tokens)
+    else:
+        token_requests = [GenerationRequest(keys[i], ctx) for i, ctx in zip(live, contexts, strict=True)]  # type: ignore[arg-type]
+        outputs = backend.generate(token_requests, config.max_new_tokens)
+    generated = time.perf_counter()
+    stats.generate_seconds += generated - t0
+    stats.turn_generate_seconds.append(generated - t0)
+    stats.generate_calls += 1
+    submitted = []
+    for i, ctx, output in zip(live, contexts, outputs, strict=True):
+        if text_backend:
+            text = output.text
+            if config.first_line_only and text.strip():
+                text = text.split("\n", 1)[0]
+            reply: tuple = ([], text, False, output.finish_reason == "length", None)
+        else:
+            stats.model_tokens += len(output.ids)
+            reply = (*reply_of(output, fmt, config), output.logprobs)  # type: ignore[arg-type]
+        workers[i].step_async(reply[1])
+        submitted.append((i, ctx, reply))
+    stats.env_seconds += time.perf_counter() - generated
+    for i in live:
+        shares[i] += (time.perf_counter() - t0) / len(live)
+    return submitted
 
 
 def _turn_seed(ep: Episode) -> int | None:

@@ -14,6 +14,14 @@ so rows see exactly what a fresh forward over their own context sees.  Rows leav
 sample a stop id (:func:`~agentgym_envs.generation.sampling.decode`), and an episode's cache is
 dropped by :meth:`TransformersBackend.release` when it ends.
 
+Shared prefixes: the requests of one batch that have nothing cached yet (the opening turn) usually
+share a long prefix (the system prompt, the tool schema) and, in a GRPO group, the whole prompt.  Rows
+with identical contexts are prefilled once and their cache is copied; the longest prefix common to
+the remaining fresh rows is prefilled once, alone, and every fresh row continues from it, so a batch
+of ``G`` rollouts of one prompt prefills that prompt once instead of ``G`` times
+(``share_prefixes=False`` turns this off; the sampled ids are those of separate prefills, up to
+float rounding of the different batch shapes).
+
 Models whose cache is not a plain per-layer key/value cache (sliding-window layers, state-space
 layers) are served without carrying (a fresh prefill per turn), with the same results.
 
@@ -55,6 +63,8 @@ class TransformersBackend:
         pad_id: the padding id (any id works; padded positions are masked).
         settings: temperature, top-k/top-p, greedy, the stop ids and the seed of the generator.
         carry_cache: keep each episode's cache between turns (``False``: prefill every turn afresh).
+        share_prefixes: prefill a batch's identical contexts once, and the prefix common to its fresh
+            rows once (see the module docstring).
         model_context: a callable returning a context manager that yields the model to run (the trainer
             uses it to unwrap distributed wrappers for the duration of one ``generate``).
 
@@ -73,6 +83,7 @@ class TransformersBackend:
         settings: SamplingSettings | None = None,
         carry_cache: bool = True,
         model_context: Callable[[], AbstractContextManager[Any]] | None = None,
+        share_prefixes: bool = True,
     ):
         settings = settings if settings is not None else SamplingSettings()
         if settings.do_sample and settings.temperature <= 0:
@@ -81,13 +92,16 @@ class TransformersBackend:
         self.pad_id = int(pad_id)
         self.settings = settings
         self.carry_cache = carry_cache
+        self.share_prefixes = share_prefixes
         self._model_context = model_context
         self._cache: dict[Hashable, _Cached] = {}
         self._generator: torch.Generator | None = None
         self._generator_device: str | None = None
-        #: Tokens prefilled and tokens reused from carried caches, since construction (for benchmarks).
+        #: Tokens prefilled, tokens reused from carried caches, and tokens a row did not prefill because
+        #: another row of its batch did (identical contexts, common prefixes), since construction.
         self.prefilled_tokens = 0
         self.reused_tokens = 0
+        self.shared_tokens = 0
 
     # ---- the GenerationBackend protocol ---------------------------------------------------------
     def generate(self, requests: Sequence[GenerationRequest], max_new_tokens: int) -> list[GenerationOutput]:
@@ -140,11 +154,69 @@ class TransformersBackend:
             n += 1
         return n, cached
 
+    def _shared_prefix(self, model: Any, contexts: Sequence[Sequence[int]]) -> _Cached | None:
+        """The cache of the prefix common to ``contexts`` (at least one id of each left to feed), prefilled alone."""
+        from transformers import DynamicCache
+
+        limit = min(len(c) for c in contexts) - 1
+        n = 0
+        first = contexts[0]
+        while n < limit and all(c[n] == first[n] for c in contexts[1:]):
+            n += 1
+        if n < 2:
+            return None
+        device = next(model.parameters()).device
+        ids = torch.as_tensor([list(first[:n])], dtype=torch.long, device=device)
+        cache = DynamicCache(config=model.config)
+        out = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        if not _plain_cache(out.past_key_values):
+            return None
+        self.prefilled_tokens += n
+        return _Cached(list(first[:n]), [(layer.keys, layer.values) for layer in out.past_key_values.layers])
+
     def _generate(self, model: Any, requests: Sequence[GenerationRequest], max_new_tokens: int) -> list[GenerationOutput]:
+        everyone = requests
+        prefixes = [self._prefix(r) for r in requests]
+        self.reused_tokens += sum(n for n, _ in prefixes)
+        # Rows with nothing cached and the same context are prefilled once (row ``source[i]`` of the batch).
+        source = list(range(len(requests)))
+        if self.share_prefixes:
+            first_of: dict[tuple[int, ...], int] = {}
+            unique: list[int] = []
+            for i, (request, (n, _)) in enumerate(zip(requests, prefixes, strict=True)):
+                key = tuple(request.context_ids) if n == 0 else None
+                if key is not None and key in first_of:
+                    source[i] = first_of[key]
+                    self.shared_tokens += len(request.context_ids)
+                    continue
+                if key is not None:
+                    first_of[key] = len(unique)
+                source[i] = len(unique)
+                unique.append(i)
+            fresh = [j for j, i in enumerate(unique) if prefixes[i][0] == 0]
+            requests = [requests[i] for i in unique]
+            prefixes = [prefixes[i] for i in unique]
+            if len(fresh) > 1:
+                shared = self._shared_prefix(model, [requests[j].context_ids for j in fresh])
+                if shared is not None:
+                    for j in fresh:
+                        prefixes[j] = (len(shared.ids), shared)
+                    self.shared_tokens += len(shared.ids) * (len(fresh) - 1)
+        return self._prefill_and_decode(model, requests, prefixes, everyone, source, max_new_tokens)
+
+    def _prefill_and_decode(
+        self,
+        model: Any,
+        requests: Sequence[GenerationRequest],
+        prefixes: list[tuple[int, _Cached | None]],
+        everyone: Sequence[GenerationRequest],
+        source: list[int],
+        max_new_tokens: int,
+    ) -> list[GenerationOutput]:
+        """Prefill ``requests`` after their cached ``prefixes``, then sample for ``everyone`` (row i from ``source[i]``)."""
         from transformers import DynamicCache
 
         device = next(model.parameters()).device
-        prefixes = [self._prefix(r) for r in requests]
         lengths = [p for p, _ in prefixes]
         width_past = max(lengths)
         suffixes = [r.context_ids[p:] for r, p in zip(requests, lengths, strict=True)]
@@ -173,7 +245,6 @@ class TransformersBackend:
         else:
             cache = DynamicCache(config=model.config)
             attention = suffix_mask
-        self.reused_tokens += sum(lengths)
         self.prefilled_tokens += sum(len(s) for s in suffixes)
         out = model(
             input_ids=input_ids, attention_mask=attention, position_ids=positions, past_key_values=cache,
@@ -182,13 +253,19 @@ class TransformersBackend:
         if out.past_key_values is None:
             raise RuntimeError("the model returned no KV cache (is gradient checkpointing on during sampling?)")
         cache = out.past_key_values
+        logits = out.logits[:, -1]
+        if len(everyone) != len(requests):  # copy the rows that identical contexts share
+            rows = torch.as_tensor(source, device=device)
+            cache.batch_select_indices(rows)
+            logits, attention = logits[rows], attention[rows]
+        requests = everyone
         carry = self.carry_cache and _plain_cache(cache)
         if not carry:
             self.release([r.key for r in requests])
         s = self.settings
         next_pos = torch.as_tensor([len(r.context_ids) for r in requests], device=device)
         decoded = decode(
-            model, cache, out.logits[:, -1], attention, next_pos, max_new_tokens, s.stop_ids,
+            model, cache, logits, attention, next_pos, max_new_tokens, s.stop_ids,
             temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, do_sample=s.do_sample,
             generator=self._rng(device), keep_cache=carry,
         )

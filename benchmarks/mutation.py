@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import copy
 import difflib
 import json
@@ -338,13 +339,103 @@ def run_selection(copy_root: Path, selection: list[str], python: str, timeout: f
         return Outcome("timeout", time.monotonic() - start)
     seconds = time.monotonic() - start
     tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
-    if proc.returncode == 0:
+    return _outcome(proc.returncode, seconds, tail, selection)
+
+
+# A fork server: imports the heavy third-party modules once, then forks one pytest run per mutant.  It must not
+# import anything from the copy (the forked child imports the mutant fresh); it checks that after preloading.
+_SERVER = r"""
+import importlib, io, json, os, signal, sys, time
+sys.dont_write_bytecode = True
+root = os.path.realpath(sys.argv[1])
+for name in filter(None, sys.argv[2].split(",")):
+    importlib.import_module(name)
+import pytest
+leaked = sorted(m for m, mod in list(sys.modules.items())
+                if os.path.realpath(getattr(mod, "__file__", None) or "/").startswith(root + os.sep))
+if leaked:
+    print(json.dumps({"error": "preloading imported modules of the checkout: " + ", ".join(leaked[:5])}), flush=True)
+    sys.exit(2)
+print(json.dumps({"ready": True}), flush=True)
+for line in sys.stdin:
+    request = json.loads(line)
+    log = os.path.join(request["log"])
+    start = time.monotonic()
+    pid = os.fork()
+    if pid == 0:
+        os.setpgid(0, 0)
+        os.chdir(root)
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(fd, 1); os.dup2(fd, 2)
+        sys.stdout = io.TextIOWrapper(os.fdopen(1, "wb", 0), write_through=True)
+        sys.stderr = sys.stdout
+        try:
+            code = pytest.main(request["args"])
+        except BaseException:
+            code = 3
+        sys.stdout.flush()
+        os._exit(int(code))
+    deadline = start + request["timeout"]
+    status = None
+    while status is None:
+        done, raw = os.waitpid(pid, os.WNOHANG)
+        if done:
+            status = os.waitstatus_to_exitcode(raw)
+        elif time.monotonic() > deadline:
+            os.killpg(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            status = "timeout"
+        else:
+            time.sleep(0.02)
+    print(json.dumps({"code": status, "seconds": time.monotonic() - start}), flush=True)
+"""
+
+
+class ForkServer:
+    """One interpreter per copy that has imported ``preload`` once and forks a pytest run per mutant."""
+
+    def __init__(self, copy_root: Path, python: str, preload: str):
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(copy_root), *filter(None, [env.get("PYTHONPATH", "")])])
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        self.copy_root = copy_root
+        self.log = copy_root.parent / "pytest.log"
+        self.process = subprocess.Popen(
+            [python, "-c", _SERVER, str(copy_root), preload], cwd=copy_root, env=env, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        )
+        hello = json.loads(self.process.stdout.readline() or '{"error": "the fork server exited"}')  # type: ignore[union-attr]
+        if "error" in hello:
+            self.close()
+            raise SystemExit(f"--preload: {hello['error']}")
+
+    def run(self, selection: list[str], timeout: float) -> Outcome:
+        args = ["-x", "-q", "-p", "no:cacheprovider", "--no-header", "-o", "addopts=", *selection]
+        request = {"args": args, "timeout": timeout, "log": str(self.log)}
+        self.process.stdin.write(json.dumps(request) + "\n")  # type: ignore[union-attr]
+        self.process.stdin.flush()  # type: ignore[union-attr]
+        reply = json.loads(self.process.stdout.readline())  # type: ignore[union-attr]
+        tail = "\n".join(self.log.read_text(errors="replace").strip().splitlines()[-15:]) if self.log.exists() else ""
+        if reply["code"] == "timeout":
+            return Outcome("timeout", reply["seconds"], tail)
+        return _outcome(reply["code"], reply["seconds"], tail, selection)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.stdin.close()  # type: ignore[union-attr]
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def _outcome(code: int, seconds: float, tail: str, selection: list[str]) -> Outcome:
+    if code == 0:
         return Outcome("survived", seconds, tail)
-    if proc.returncode in (1, 2, 3):  # tests failed / interrupted (e.g. import error) / internal error
-        return Outcome("killed", seconds, tail)
-    if proc.returncode == 5:
+    if code == 5:
         raise SystemExit(f"the selection {selection} collected no tests")
-    return Outcome("killed", seconds, tail)  # crashed interpreter (segfault, abort): the bug was caught
+    # 1-3: tests failed / interrupted (e.g. import error) / internal error; anything else: a crashed interpreter
+    return Outcome("killed", seconds, tail)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -364,6 +455,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--show-diff", action="store_true", help="print the unified diff of every surviving mutant")
     parser.add_argument("--json", type=Path, default=None, help="write the results to this file")
     parser.add_argument("--min-score", type=float, default=0.0, help="exit 1 below this mutation score in %% (default 0)")
+    parser.add_argument("--preload", default="", help="comma-separated third-party modules a fork server imports once "
+                        "(e.g. torch,transformers,trl); each mutant's pytest then runs in a fork of it")
     args = parser.parse_args(argv)
 
     root = args.root.resolve()
@@ -390,19 +483,27 @@ def main(argv: list[str] | None = None) -> int:
     files = _checkout_files(root)
     if Path(rel) not in files:
         files.append(Path(rel))
-    with tempfile.TemporaryDirectory(prefix="mutation-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="mutation-") as tmp, contextlib.ExitStack() as stack:
         jobs = max(1, args.jobs)
         copies = [make_copy(root, Path(tmp) / f"w{k}", files) for k in range(jobs)]
         target = [c / rel for c in copies]
+        servers = [ForkServer(c, args.python, args.preload) for c in copies] if args.preload else []
+        for server in servers:
+            stack.callback(server.close)
+
+        def run_selection_in(slot: int, timeout: float) -> Outcome:
+            if servers:
+                return servers[slot].run(selection, timeout)
+            return run_selection(copies[slot], selection, args.python, timeout)
 
         # 1. the unmutated module (as the tool writes it: unparsed) must pass; 2. a module that raises must fail
         target[0].write_text(ast.unparse(ast.parse(source)) + "\n")
-        baseline = run_selection(copies[0], selection, args.python, timeout=args.timeout or 1800)
+        baseline = run_selection_in(0, timeout=args.timeout or 1800)
         if baseline.status != "survived":
             print(f"the selection does not pass on the unmutated module ({baseline.status}):\n{baseline.tail}")
             return 2
         target[0].write_text("raise RuntimeError('mutation.py import probe')\n")
-        probe = run_selection(copies[0], selection, args.python, timeout=args.timeout or 1800)
+        probe = run_selection_in(0, timeout=args.timeout or 1800)
         if probe.status == "survived":
             print(f"the selection passes without importing {rel} from the copy (an installed copy wins?)")
             return 2
@@ -417,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
             slot = free.pop()
             try:
                 target[slot].write_text(mutant_source(source, m))
-                return m, run_selection(copies[slot], selection, args.python, timeout)
+                return m, run_selection_in(slot, timeout)
             finally:
                 free.append(slot)
 

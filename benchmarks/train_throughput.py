@@ -279,6 +279,7 @@ def summary(rollouts: list[dict[str, Any]], steps: list[float], opts: argparse.N
     last = rollouts[-1]
     timed = steps[1:] or steps
     return {
+        **{k: last[k] for k in ("prefilled_tokens", "reused_tokens", "shared_tokens", "generate_seconds") if k in last},
         "rollout_tokens_per_s": tokens / seconds if seconds else None,
         "rollout_seconds": seconds / len(measured),
         "step_time_s": sum(timed) / len(timed) if timed else None,
@@ -331,13 +332,23 @@ def run_ours(opts: argparse.Namespace, carry: bool, vllm: bool = False) -> dict[
     rollouts: list[dict[str, Any]] = []
     original = trainer._generate_and_score_completions
 
+    counted = {"prefilled_tokens": 0, "reused_tokens": 0, "shared_tokens": 0}
+
     def recorded(inputs):
         out = original(inputs)
         stats, episodes = trainer.last_rollout_stats, trainer.last_episodes
+        backend = trainer.generation_backend
+        prefill = {}
+        for name, before in counted.items():  # the transformers backend's prefill counters, this step's share
+            now = getattr(backend, name, None)
+            if now is not None:
+                prefill[name], counted[name] = now - before, now
         rollouts.append(
             {
                 "tokens": stats.model_tokens,
                 "seconds": stats.seconds,
+                "generate_seconds": stats.generate_seconds,
+                **prefill,
                 "prompt_hash": prompt_hash(episodes[0].prompt_ids),
                 "episodes": [
                     {
@@ -549,6 +560,10 @@ def report(results: list[dict[str, Any]], opts: argparse.Namespace, device_name:
             cells = "; ".join(f"{e['task']}/{e['seed']}: {e['replies']}r {e['env_steps']}s {e['model_tokens']}m "
                               f"{e['completion_tokens']}c" for e in r["episodes"])
             print(f"  {r['row']}: {cells}")
+    for r in results:
+        if "prefilled_tokens" in r:
+            print(f"  {r['row']}: last step prefilled {r['prefilled_tokens']} tokens, reused {r['reused_tokens']} from "
+                  f"carried caches, {r['shared_tokens']} shared within a batch; generation {r['generate_seconds']:.2f}s")
     ok = {r["row"]: r for r in results if "error" not in r and r.get("rollout_tokens_per_s")}
     if "trl" in ok:
         for name, r in ok.items():
@@ -589,7 +604,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-context", type=int, default=4096)
     parser.add_argument("--steps", type=int, default=3, help="measured steps (after one warm-up step)")
     parser.add_argument("--quick", action="store_true",
-                        help="4 episodes (G=2) x 3 turns x 32 tokens, 2 tasks, 1 measured step: minutes on a CPU")
+                        help="defaults for a CPU: 4 episodes (G=2) x 3 turns x 32 tokens, 2 tasks, 1 measured step "
+                        "(options given explicitly win, e.g. --quick --max-turns 6)")
     parser.add_argument("--reply", choices=["forced", "sampled"], default="forced",
                         help=f"forced: every reply is the same act({FORCED_COMMAND!r}) call; sampled: free sampling")
     parser.add_argument("--threads", type=int, default=1, help="torch threads in each row's process")
@@ -603,8 +619,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help=argparse.SUPPRESS)
     opts = parser.parse_args(argv)
     if opts.quick:
-        opts.episodes, opts.num_generations, opts.max_turns, opts.max_new_tokens, opts.steps = 4, 2, 3, 32, 1
-        opts.seed_range = (30001, 30002)
+        parser.set_defaults(episodes=4, num_generations=2, max_turns=3, max_new_tokens=32, steps=1,
+                            seed_range=(30001, 30002))
+        opts = parser.parse_args(argv)
     if opts.device is None:
         import torch
 

@@ -244,3 +244,75 @@ def test_killed_worker_leaves_no_jvm_behind() -> None:
         worker.step_async("look around")
         assert worker.step_wait()[4]["truncation_reason"] == "crash"
     assert _wait_gone(before, jvms) == set()
+
+
+class RecordingWorker:
+    """A worker that logs when each step is sent and collected, around a real worker (the engine sees a worker)."""
+
+    def __init__(self, inner: Any, index: int, events: list[tuple[str, int]]):
+        self.inner, self.index, self.events = inner, index, events
+        self.steps_in_background = inner.steps_in_background
+
+    def reset_async(self, seed: int | None = None, options: dict | None = None) -> None:
+        self.inner.reset_async(seed=seed, options=options)
+
+    def reset_wait(self) -> Any:
+        return self.inner.reset_wait()
+
+    def step_async(self, action: str) -> None:
+        self.events.append(("send", self.index))
+        self.inner.step_async(action)
+
+    def step_wait(self) -> Any:
+        self.events.append(("collect", self.index))
+        return self.inner.step_wait()
+
+    def call(self, path: str, *args: Any, **kwargs: Any) -> Any:
+        return self.inner.call(path, *args, **kwargs)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+@pytest.mark.parametrize("kind", ["process", "inprocess"])
+def test_one_half_generates_while_the_other_half_steps(kind: str) -> None:
+    """Out-of-process environments: two halves take turns, each generating while the other's steps run."""
+    from agentgym_envs.engine import ChatFormat, RolloutConfig, RolloutStats, run_episodes
+    from trl_plugins.models import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    fmt = ChatFormat(tok, stop_ids=(tok.eos_token_id,))
+    plan = ["inventory", "get 1 oak log", "craft 4 oak planks using 1 oak log", "inventory"]
+    events: list[tuple[str, Any]] = []
+
+    def generate(contexts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+        # The action depends on the context's length only, so both schedules play the same episodes.
+        sent = [i for kind_, i in events if kind_ == "send"]
+        collected = [i for kind_, i in events if kind_ == "collect"]
+        in_flight = {i for i in sent if sent.count(i) > collected.count(i)}
+        events.append(("generate", (len(contexts), frozenset(in_flight))))
+        return [fmt.encode(plan[len(c) % len(plan)]) + [tok.eos_token_id] for c in contexts]
+
+    probe = gym.make(TEXTCRAFT, split="test")
+    tasks = [(t, s, s) for s, t in enumerate(list(probe.unwrapped.task_ids)[:4])]
+    probe.close()
+    played = {}
+    for overlap in (None, False):
+        events.clear()
+        with make_workers(TEXTCRAFT, 4, kind=kind, max_processes=2, split="test") as inner:
+            workers = [RecordingWorker(w, i, events) for i, w in enumerate(inner)]
+            stats = RolloutStats()
+            episodes = run_episodes(workers, tasks, generate, fmt,
+                                    RolloutConfig(max_turns=3, max_new_tokens=16, overlap=overlap), stats)
+        played[overlap] = [[(t.text, t.observation) for t in ep.turns] for ep in episodes]
+        batches = [e[1] for e in events if e[0] == "generate"]
+        if overlap is None and kind == "process":
+            assert stats.pipeline_groups == 2 and {n for n, _ in batches} == {2}
+            # after the first batch, every batch is generated while the other half's steps are in flight
+            assert all(len(busy) == 2 for _, busy in batches[1:])
+            assert 0 <= stats.env_wait_seconds <= stats.env_seconds
+        else:
+            assert stats.pipeline_groups == 1 and {n for n, _ in batches} == {4}
+            assert all(not busy for _, busy in batches)
+    assert played[None] == played[False]
+    assert all(len(turns) == 3 for turns in played[None])

@@ -348,7 +348,7 @@ def _pipeline_groups(n: int, workers: Sequence[Any], config: RolloutConfig) -> l
     """
     overlap = config.overlap
     if overlap is None:
-        overlap = any(not isinstance(w, InProcessWorker) for w in workers)
+        overlap = any(getattr(w, "steps_in_background", False) for w in workers)
     if not overlap or n < 2:
         return [list(range(n))]
     half = (n + 1) // 2

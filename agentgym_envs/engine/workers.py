@@ -81,6 +81,9 @@ class EnvWorker(Protocol):
     ``reset_async``/``step_async`` hand the call over and return at once; ``reset_wait``/``step_wait``
     return its result.  ``step_wait`` never raises for a failure of the environment (see the module
     docstring); ``close`` leaves no process behind.
+    A worker whose environment works between ``step_async`` and ``step_wait`` (another process, an actor)
+    says so with ``steps_in_background = True``; the engine then overlaps generation with its steps
+    (``RolloutConfig.overlap``).
 
     Example:
         >>> import gymnasium as gym, agentgym_envs
@@ -145,6 +148,9 @@ class InProcessWorker:
         >>> worker.step_async("inventory"); obs, reward, terminated, truncated, info = worker.step_wait()
         >>> worker.close()
     """
+
+    #: The environment steps inside ``step_wait``, in this process: nothing to overlap generation with.
+    steps_in_background = False
 
     def __init__(self, env: gym.Env, rebuild: Callable[[], gym.Env] | None = None):
         self.env = env
@@ -534,6 +540,9 @@ class ProcessWorker:
         >>> worker.reset_async(seed=0); obs, info = worker.reset_wait()    # doctest: +SKIP
         >>> worker.close()                                                   # doctest: +SKIP
     """
+
+    #: The environment steps in its process between ``step_async`` and ``step_wait``.
+    steps_in_background = True
 
     def __init__(
         self,

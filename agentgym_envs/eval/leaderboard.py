@@ -397,12 +397,12 @@ def run_leaderboard(
             policy = make_policy(spec, seed, temperature, max_new_tokens)
             if isinstance(policy, HFPolicy):
                 _report_threads(threads)
-            work = _buildable(work, policy, unavailable, notes)
+            work, probes = _buildable(work, policy, unavailable, notes)
             bar.set_postfix_str(", ".join(e.env_id.removeprefix("agentgym/") for e, _ in work), refresh=True)
             if batch and hasattr(policy, "engine_backend"):
                 placement = _Placement(env_workers, env_processes or os.cpu_count() or 1)
                 skipped = _play_batch(work, policy, spec, seed, suite.name, max_new_tokens, save, batch_size,
-                                      placement)
+                                      placement, probes)
             else:
                 skipped = []
                 for entry, pending in work:
@@ -421,21 +421,32 @@ def run_leaderboard(
 
 def _buildable(
     work: list[tuple[SuiteEntry, list[tuple[int, int]]]], policy: Policy, unavailable: set[str], notes: list[str]
-) -> list[tuple[SuiteEntry, list[tuple[int, int]]]]:
-    """The work whose environments can be built here; the others are noted once and left out of the run."""
-    kept = []
+) -> tuple[list[tuple[SuiteEntry, list[tuple[int, int]]]], dict[str, _Probe]]:
+    """The work whose environments can be built here, and a :class:`_Probe` of each (read from the one built
+    to find out); the others are noted once and left out of the run."""
+    kept, probes = [], {}
     for entry, pending in work:
         if entry.env_id in unavailable:
             continue
         try:
-            _make_env(entry, policy).close()
+            probes[entry.env_id] = _probe(entry, policy)
         except (DataNotFoundError, MissingDependencyError) as exc:
             unavailable.add(entry.env_id)
             notes.append(f"skipped {entry.env_id}: {exc}")
             print(f"[leaderboard] {notes[-1]}")
             continue
         kept.append((entry, pending))
-    return kept
+    return kept, probes
+
+
+def _probe(entry: SuiteEntry, policy: Policy) -> _Probe:
+    """Build ``entry``'s environment once in this process and read what the batch path needs of it."""
+    env = _make_env(entry, policy)
+    try:
+        unwrapped = env.unwrapped
+        return _Probe(list(unwrapped.task_ids), str(unwrapped.family), unwrapped.parser.format)
+    finally:
+        env.close()
 
 
 def _report_reuse(
@@ -568,26 +579,24 @@ def _play_batch(
     save: Any,
     batch_size: int,
     placement: _Placement | None = None,
+    probes: dict[str, _Probe] | None = None,
 ) -> list[tuple[SuiteEntry, int, int]]:
     """Pending episodes of a model policy in batches through the engine; each is saved as it ends.
 
     Episodes of every environment that shares an action format go into one batch (up to ``batch_size``):
     on a CPU a decoding step costs about the same for 2 rows as for 10, so one batch across the suite's
     environments is several times faster than one batch per environment.  ``placement`` says where the
-    environments step (default: ``"auto"``, up to the number of cores in worker processes).  Returns pairs
-    beyond a task list.
+    environments step (default: ``"auto"``, up to the number of cores in worker processes).  ``probes``: what
+    :func:`_buildable` already read of the environments (the others are built once here to read it).  Returns
+    pairs beyond a task list.
     """
     placement = placement if placement is not None else _Placement("auto", os.cpu_count() or 1)
     skipped: list[tuple[SuiteEntry, int, int]] = []
     items: list[tuple[SuiteEntry, int, int]] = []
-    probes: dict[str, _Probe] = {}
+    probes = dict(probes or {})
     for entry, pending in work:
-        probe = _make_env(entry, policy)
-        try:
-            unwrapped = probe.unwrapped
-            probes[entry.env_id] = _Probe(list(unwrapped.task_ids), str(unwrapped.family), unwrapped.parser.format)
-        finally:
-            probe.close()
+        if entry.env_id not in probes:
+            probes[entry.env_id] = _probe(entry, policy)
         count = len(probes[entry.env_id].task_ids)
         skipped += [(entry, i, s) for i, s in pending if i >= count]
         items += [(entry, i, s) for i, s in pending if i < count]

@@ -213,6 +213,9 @@ class RayWorker(InProcessWorker):
         >>> workers = make_workers("agentgym/TextCraft-v0", 4, kind="ray", split="test")   # doctest: +SKIP
     """
 
+    #: The actor steps between ``step_async`` and ``step_wait``.
+    steps_in_background = True
+
     def __init__(self, env: RayEnv):
         super().__init__(env)
         self.ray_env = env

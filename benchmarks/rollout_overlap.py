@@ -1,0 +1,99 @@
+"""Generation overlapped with environment steps: the rollout engine with and without ``RolloutConfig.overlap``.
+
+A batch of episodes of a slow family (ScienceWorld by default) plays in worker processes with a real model
+(SmolLM2-135M-Instruct through :class:`~agentgym_envs.generation.transformers.TransformersBackend`, greedy, so
+both schedules play the same episodes).  ``overlap off``: the whole batch generates, then every environment
+steps, then the batch generates again.  ``overlap on``: two halves take turns, one generating while the other's
+environments step.  Rows alternate (``--repeats`` times each, after a warm-up batch) so that load drifts hit
+both; printed: rollout seconds, generation seconds, environment seconds and the part of them generation did not
+hide (``env wait``), episodes/s, and the load average.
+
+Usage::
+
+    .venv/bin/python benchmarks/rollout_overlap.py
+    .venv/bin/python benchmarks/rollout_overlap.py --env agentgym/ALFWorld-v0 --episodes 16 --turns 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2", help="'smollm2' (the cached conversion) or a model folder")
+    parser.add_argument("--env", default="agentgym/ScienceWorld-find-non-living-thing-v0")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--episodes", type=int, default=8)
+    parser.add_argument("--turns", type=int, default=4)
+    parser.add_argument("--max-new-tokens", type=int, default=24)
+    parser.add_argument("--processes", type=int, default=2, help="worker processes the environments share")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the model")
+    parser.add_argument("--repeats", type=int, default=2, help="measured batches per schedule")
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    opts = parser.parse_args(argv)
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from agentgym_envs.engine import ChatFormat, RolloutConfig, RolloutStats, make_workers, run_episodes, stop_ids_for
+    from agentgym_envs.eval.models import smollm2_dir
+    from agentgym_envs.generation import SamplingSettings
+    from agentgym_envs.generation.transformers import TransformersBackend
+    from agentgym_envs.registry import make_env
+
+    torch.set_num_threads(opts.threads)
+    path = smollm2_dir() if opts.model == "smollm2" else Path(opts.model)
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    fmt = ChatFormat(tok, stop_ids=stop_ids_for(tok, model.generation_config))
+    backend = TransformersBackend(model, tok.pad_token_id or 0, SamplingSettings(do_sample=False, stop_ids=fmt.stop_ids))
+    probe = make_env(opts.env, split=opts.split)
+    task_ids = list(probe.unwrapped.task_ids)
+    probe.close()
+    tasks = [(task_ids[i % len(task_ids)], i, i) for i in range(opts.episodes)]
+    rows: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
+    played: dict[str, list[Any]] = {}
+    with make_workers(opts.env, opts.episodes, kind="process", max_processes=opts.processes, split=opts.split) as workers:
+        run_episodes(workers, tasks[:2], backend, fmt, RolloutConfig(max_turns=1, max_new_tokens=4))  # warm-up
+        for _ in range(opts.repeats):
+            for name in ("off", "on"):
+                stats = RolloutStats()
+                load = os.getloadavg()[0]
+                config = RolloutConfig(max_turns=opts.turns, max_new_tokens=opts.max_new_tokens, overlap=name == "on")
+                episodes = run_episodes(workers, tasks, backend, fmt, config, stats)
+                played[name] = [[t.text for t in ep.turns] for ep in episodes]
+                rows[name].append({
+                    "rollout_s": stats.seconds, "generate_s": stats.generate_seconds, "env_s": stats.env_seconds,
+                    "env_wait_s": stats.env_wait_seconds, "episodes_per_s": len(episodes) / stats.seconds,
+                    "groups": stats.pipeline_groups, "load": load, "turns": sum(len(ep.turns) for ep in episodes),
+                })
+    print(f"\n{opts.env}, {opts.episodes} episodes x <= {opts.turns} turns x <= {opts.max_new_tokens} tokens, "
+          f"{opts.processes} worker processes, model {opts.model} ({opts.threads} torch thread(s)), greedy, "
+          f"{opts.repeats} batch(es) per schedule (medians)\n")
+    print("| overlap | generation batches/turn | rollout s | generate s | env s | env wait s | episodes/s | load |")
+    print("|---|---|---|---|---|---|---|---|")
+    summary = {}
+    for name, measured in rows.items():
+        med = {k: statistics.median(r[k] for r in measured) for k in measured[0]}
+        summary[name] = med
+        print(f"| {name} | {med['groups']:.0f} | {med['rollout_s']:.2f} | {med['generate_s']:.2f} | {med['env_s']:.2f} | "
+              f"{med['env_wait_s']:.2f} | {med['episodes_per_s']:.3f} | {med['load']:.1f} |")
+    print(f"\nsame episodes under both schedules: {'yes' if played['on'] == played['off'] else 'NO'}; "
+          f"rollout time off / on: {summary['off']['rollout_s'] / summary['on']['rollout_s']:.2f}x")
+    if opts.json:
+        opts.json.parent.mkdir(parents=True, exist_ok=True)
+        opts.json.write_text(json.dumps({"options": {k: str(v) for k, v in vars(opts).items()}, "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

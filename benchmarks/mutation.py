@@ -31,6 +31,7 @@ Usage::
     .venv/bin/python benchmarks/mutation.py trl_plugins/hooks.py "tests/test_hooks.py -k epo" --jobs 2
     .venv/bin/python benchmarks/mutation.py trl_plugins/entropy.py tests/test_entropy.py --list   # mutants only
     .venv/bin/python benchmarks/mutation.py trl_plugins/advantages.py tests/test_advantages.py --only 3,17 --show-diff
+    .venv/bin/python benchmarks/mutation.py --suite loss --preload torch,transformers,trl --json results/mutation
 
 Exit status: 0 when the score reaches ``--min-score`` (default 0, i.e. report only), 1 below it, 2 on a setup error.
 
@@ -62,6 +63,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+
+#: Named sets of (module, pytest selection) run by ``--suite NAME``.  ``loss``: the modules issue 15 holds to at least
+#: 90 % killed -- the advantage estimators, the loss hooks, the entropy path and the loss reduction -- each with the
+#: fast test selection that guards it.
+SUITES: dict[str, list[tuple[str, str]]] = {
+    "loss": [
+        ("trl_plugins/advantages.py", "tests/test_advantages.py"),
+        ("trl_plugins/hooks/base.py", "tests/test_hooks.py tests/test_hooks_formulas.py tests/test_erc.py"),
+        ("trl_plugins/hooks/epo.py", "tests/test_hooks.py tests/test_hooks_formulas.py"),
+        ("trl_plugins/hooks/erc.py", "tests/test_erc.py tests/test_hooks.py tests/test_hooks_formulas.py"),
+        ("trl_plugins/hooks/aepo.py", "tests/test_aepo_rounds.py tests/test_hooks.py tests/test_hooks_formulas.py"),
+        ("trl_plugins/hooks/reductions.py", "tests/test_hooks.py tests/test_hooks_formulas.py"),
+        ("trl_plugins/hooks/compose.py", "tests/test_hooks.py tests/test_hooks_formulas.py"),
+        ("trl_plugins/entropy.py", "tests/test_entropy.py"),
+    ],
+}
 
 BINOP_SWAPS: dict[type, type] = {
     ast.Add: ast.Sub,
@@ -351,8 +368,9 @@ root = os.path.realpath(sys.argv[1])
 for name in filter(None, sys.argv[2].split(",")):
     importlib.import_module(name)
 import pytest
-leaked = sorted(m for m, mod in list(sys.modules.items())
-                if os.path.realpath(getattr(mod, "__file__", None) or "/").startswith(root + os.sep))
+files = {m: getattr(mod, "__file__", None) for m, mod in list(sys.modules.items())}
+leaked = sorted(m for m, f in files.items()
+                if isinstance(f, str) and os.path.isabs(f) and os.path.realpath(f).startswith(root + os.sep))
 if leaked:
     print(json.dumps({"error": "preloading imported modules of the checkout: " + ", ".join(leaked[:5])}), flush=True)
     sys.exit(2)
@@ -444,8 +462,11 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("module", help="path of the module to mutate, relative to the checkout (e.g. trl_plugins/hooks.py)")
-    parser.add_argument("selection", help='pytest arguments as one string (e.g. "tests/test_hooks.py -k epo")')
+    parser.add_argument("module", nargs="?", help="path of the module to mutate, relative to the checkout (e.g. "
+                        "trl_plugins/hooks/epo.py)")
+    parser.add_argument("selection", nargs="?", help='pytest arguments as one string (e.g. "tests/test_hooks.py -k epo")')
+    parser.add_argument("--suite", choices=sorted(SUITES), help="run every (module, selection) of this suite and print "
+                        "a summary; --json is then a folder (one file per module)")
     parser.add_argument("--root", type=Path, default=REPO, help="checkout to copy (default: this repository)")
     parser.add_argument("--python", default=sys.executable, help="interpreter that runs pytest (default: this one)")
     parser.add_argument("--jobs", type=int, default=1, help="mutants run in parallel, one copy each (default 1)")
@@ -458,6 +479,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preload", default="", help="comma-separated third-party modules a fork server imports once "
                         "(e.g. torch,transformers,trl); each mutant's pytest then runs in a fork of it")
     args = parser.parse_args(argv)
+    if args.suite:
+        if args.module or args.selection or args.only or args.list:
+            parser.error("--suite runs its own modules and selections: give no module, selection, --only or --list")
+        return run_suite(args, list(sys.argv[1:] if argv is None else argv))
+    if not args.module or not args.selection:
+        parser.error("give a module and a selection, or --suite NAME")
 
     root = args.root.resolve()
     module_path = root / args.module
@@ -566,6 +593,44 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
     return 0 if score >= args.min_score else 1
+
+
+def run_suite(args: argparse.Namespace, argv: list[str]) -> int:
+    """Every module of ``args.suite`` against its selection, one after another, then a table of the scores."""
+    passthrough, skip = [], False
+    for arg in argv:  # this run's options minus --suite and --json (set per module below)
+        if skip:
+            skip = False
+        elif arg in ("--suite", "--json"):
+            skip = True
+        elif not arg.startswith(("--suite=", "--json=")):
+            passthrough.append(arg)
+    folder = args.json or Path(tempfile.mkdtemp(prefix="mutation-suite-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    rows, worst = [], 0
+    for module, selection in SUITES[args.suite]:
+        out = folder / (Path(module).stem + ".json")
+        print(f"\n=== {module}  [{selection}]", flush=True)
+        code = main([module, selection, *passthrough, "--json", str(out)])
+        if code == 2 or not out.exists():
+            rows.append((module, selection, None, 0, 0, []))
+            worst = 2
+            continue
+        result = json.loads(out.read_text())
+        survivors = [f"#{m['index']} line {m['line']}: {m['before']} -> {m['after']}"
+                     for m in result["mutants"] if m["status"] == "survived"]
+        rows.append((module, selection, result["score"], result["killed"], result["total"], survivors))
+        worst = max(worst, code)
+    print(f"\nmutation suite {args.suite!r}:\n")
+    print("| module | selection | score | killed/total | survivors |")
+    print("|---|---|---|---|---|")
+    for module, selection, score, killed, total, survivors in rows:
+        shown = "setup error" if score is None else f"{score:.1f}%"
+        print(f"| {module} | {selection} | {shown} | {killed}/{total} | {len(survivors)} |")
+    killed_all, total_all = sum(r[3] for r in rows), sum(r[4] for r in rows)
+    if total_all:
+        print(f"\nall modules: {100.0 * killed_all / total_all:.1f}% ({killed_all}/{total_all}); per-module JSON in {folder}")
+    return worst
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
 """Generation overlapped with environment steps: the rollout engine with and without ``RolloutConfig.overlap``.
 
-A batch of episodes of a slow family (ScienceWorld by default) plays in worker processes with a real model
-(SmolLM2-135M-Instruct through :class:`~agentgym_envs.generation.transformers.TransformersBackend`, greedy, so
-both schedules play the same episodes).  ``overlap off``: the whole batch generates, then every environment
-steps, then the batch generates again.  ``overlap on``: two halves take turns, one generating while the other's
-environments step.  Rows alternate (``--repeats`` times each, after a warm-up batch) so that load drifts hit
-both; printed: rollout seconds, generation seconds, environment seconds and the part of them generation did not
-hide (``env wait``), episodes/s, and the load average.
+A batch of episodes of a slow family (ScienceWorld by default) plays in worker processes with a model through
+:class:`~agentgym_envs.generation.transformers.TransformersBackend` (greedy, so both schedules play the same
+episodes): SmolLM2-135M-Instruct, or ``--model tiny`` (a tiny random Llama whose generation is about as fast as
+an environment step, as a GPU's is).  ``overlap off``: the batch moves in lockstep (generate, step all, wait for
+all).  ``overlap on``: the episodes whose step has finished generate while slower steps keep running (a step
+still running after the batch waited as long as the last generation took joins the next batch).  Rows alternate
+(``--repeats`` times each, after a warm-up batch) so that load drifts hit both; printed: rollout seconds,
+generation seconds, time spent waiting on environments, batches generated while steps were running,
+episodes/s, and the load average.
 
 Usage::
 
@@ -29,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="smollm2", help="'smollm2' (the cached conversion) or a model folder")
+    parser.add_argument("--model", default="smollm2",
+                        help="'smollm2' (the cached conversion), 'tiny' (a tiny random Llama) or a model folder")
     parser.add_argument("--env", default="agentgym/ScienceWorld-find-non-living-thing-v0")
     parser.add_argument("--split", default="test")
     parser.add_argument("--episodes", type=int, default=8)
@@ -51,9 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     from agentgym_envs.registry import make_env
 
     torch.set_num_threads(opts.threads)
-    path = smollm2_dir() if opts.model == "smollm2" else Path(opts.model)
-    tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    if opts.model == "tiny":
+        from trl_plugins.models import tiny_model, tiny_tokenizer
+
+        tok = tiny_tokenizer()
+        torch.manual_seed(0)
+        model = tiny_model(tok, hidden_size=64).eval()
+    else:
+        path = smollm2_dir() if opts.model == "smollm2" else Path(opts.model)
+        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     fmt = ChatFormat(tok, stop_ids=stop_ids_for(tok, model.generation_config))
     backend = TransformersBackend(model, tok.pad_token_id or 0, SamplingSettings(do_sample=False, stop_ids=fmt.stop_ids))
     probe = make_env(opts.env, split=opts.split)
@@ -74,18 +84,18 @@ def main(argv: list[str] | None = None) -> int:
                 rows[name].append({
                     "rollout_s": stats.seconds, "generate_s": stats.generate_seconds, "env_s": stats.env_seconds,
                     "env_wait_s": stats.env_wait_seconds, "episodes_per_s": len(episodes) / stats.seconds,
-                    "groups": stats.pipeline_groups, "load": load, "turns": sum(len(ep.turns) for ep in episodes),
+                    "overlapped": stats.overlapped_batches, "load": load, "turns": sum(len(ep.turns) for ep in episodes),
                 })
     print(f"\n{opts.env}, {opts.episodes} episodes x <= {opts.turns} turns x <= {opts.max_new_tokens} tokens, "
           f"{opts.processes} worker processes, model {opts.model} ({opts.threads} torch thread(s)), greedy, "
           f"{opts.repeats} batch(es) per schedule (medians)\n")
-    print("| overlap | generation batches/turn | rollout s | generate s | env s | env wait s | episodes/s | load |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| overlap | batches during steps | rollout s | generate s | env wait s | episodes/s | load |")
+    print("|---|---|---|---|---|---|---|")
     summary = {}
     for name, measured in rows.items():
         med = {k: statistics.median(r[k] for r in measured) for k in measured[0]}
         summary[name] = med
-        print(f"| {name} | {med['groups']:.0f} | {med['rollout_s']:.2f} | {med['generate_s']:.2f} | {med['env_s']:.2f} | "
+        print(f"| {name} | {med['overlapped']:.0f} | {med['rollout_s']:.2f} | {med['generate_s']:.2f} | "
               f"{med['env_wait_s']:.2f} | {med['episodes_per_s']:.3f} | {med['load']:.1f} |")
     print(f"\nsame episodes under both schedules: {'yes' if played['on'] == played['off'] else 'NO'}; "
           f"rollout time off / on: {summary['off']['rollout_s'] / summary['on']['rollout_s']:.2f}x")

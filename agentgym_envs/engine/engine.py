@@ -7,10 +7,12 @@ episode's environment worker and then ``step_wait`` on each (so workers in other
 parallel), and appends the turn.  Each request carries its episode's key, so a backend can carry the
 episode's KV cache from turn to turn; an episode that ends is released from the backend.
 
-When environments step outside this process (worker processes, Ray actors), the batch is split into two
-halves that take turns (``RolloutConfig.overlap``): while one half's environments step, the other half
-generates, so slow environments no longer hold up generation (``RolloutStats.env_wait_seconds`` is the
-environment time generation did not hide).
+When environments step outside this process (worker processes, Ray actors: ``steps_in_background``), a slow
+step no longer holds up the batch (``RolloutConfig.overlap``): the engine collects the steps that have
+finished, waits for the others only as long as the last generation took, and generates for the episodes
+that are ready while the stragglers keep stepping; they join the next batch.  With environments that step
+faster than the model generates, every batch stays whole (``RolloutStats.env_wait_seconds`` is the time
+spent waiting on environments, ``overlapped_batches`` counts batches generated while steps were running).
 
 Backends:
 
@@ -305,34 +307,39 @@ def run_episodes(
         for i in range(len(episodes)):
             shares[i] += reset_seconds / max(1, len(episodes))
         finish(i for i, ep in enumerate(episodes) if ep.done)
-        groups = _pipeline_groups(len(episodes), workers, config)
-        stats.pipeline_groups = len(groups)
-        # Each group takes its turn: collect its environment steps, then generate and submit its next actions.
-        # With two groups, one generates while the other's environments step in their workers.
-        in_flight: dict[int, list[tuple[int, list[int] | None, tuple]]] = {}
-        running = list(range(len(groups)))
-        while running:
-            for g in list(running):
+        overlap = config.overlap
+        if overlap is None:
+            overlap = any(getattr(w, "steps_in_background", False) for w in workers)
+        in_flight: dict[int, tuple[list[int] | None, tuple]] = {}  # episode -> (context, reply) of its running step
+        last_generate: float | None = None
+        while True:
+            if in_flight:
                 t0 = time.perf_counter()
-                collected = in_flight.pop(g, [])
-                for i, ctx, reply in collected:
-                    action_ids, text, ended, hit, logprobs = reply
+                something_to_generate = any(not episodes[i].done and i not in in_flight for i in range(len(episodes)))
+                collected = _collect_steps(workers, in_flight, overlap, last_generate, something_to_generate)
+                for i in collected:
+                    ctx, (action_ids, text, ended, hit, logprobs) = in_flight.pop(i)
                     result = workers[i].step_wait()
                     record_turn(episodes[i], result, ctx, action_ids, text, ended, hit, fmt, config, logprobs)
                 waited = time.perf_counter() - t0
                 stats.env_seconds += waited
                 stats.env_wait_seconds += waited
-                for i, _, _ in collected:
-                    shares[i] += waited / len(collected)
-                finish(i for i, _, _ in collected if episodes[i].done)
-                submitted = _generate_and_submit(
-                    groups[g], episodes, workers, keys, backend, text_backend, fmt, config, stats, shares
-                )
-                finish(i for i in groups[g] if episodes[i].done)
-                if submitted:
-                    in_flight[g] = submitted
-                else:
-                    running.remove(g)
+                for i in collected:
+                    shares[i] += waited / max(1, len(collected))
+                finish(i for i in collected if episodes[i].done)
+            waiting = [i for i, ep in enumerate(episodes) if not ep.done and i not in in_flight]
+            if not waiting and not in_flight:
+                break
+            if not waiting:
+                continue
+            if in_flight:
+                stats.overlapped_batches += 1
+            t0 = time.perf_counter()
+            in_flight.update(
+                _generate_and_submit(waiting, episodes, workers, keys, backend, text_backend, fmt, config, stats, shares)
+            )
+            last_generate = time.perf_counter() - t0
+            finish(i for i in waiting if episodes[i].done)
         finish(i for i, ep in enumerate(episodes) if ep.done)
     finally:
         backend.release(keys)
@@ -340,19 +347,37 @@ def run_episodes(
     return episodes
 
 
-def _pipeline_groups(n: int, workers: Sequence[Any], config: RolloutConfig) -> list[list[int]]:
-    """The episodes' indices in generation groups: two contiguous halves when turns overlap, else one group.
+def _collect_steps(
+    workers: Sequence[Any],
+    in_flight: dict[int, Any],
+    overlap: bool,
+    last_generate: float | None,
+    something_to_generate: bool,
+) -> list[int]:
+    """The episodes whose running step to collect now, waiting as long as it pays.
 
-    Contiguous halves keep a GRPO group's rollouts (adjacent, same prompt) in one generation batch, where a
-    backend can prefill their shared prompt once.
+    Without ``overlap`` every running step is collected (the batch moves in lockstep).  With it, the steps that
+    have finished are collected; the engine waits for the others as long as the last generation took (a
+    straggler that would keep the batch idle longer than generating again costs joins the next batch), and
+    without anything else to generate it waits for at least one.
     """
-    overlap = config.overlap
-    if overlap is None:
-        overlap = any(getattr(w, "steps_in_background", False) for w in workers)
-    if not overlap or n < 2:
-        return [list(range(n))]
-    half = (n + 1) // 2
-    return [list(range(half)), list(range(half, n))]
+    running = list(in_flight)
+    if not overlap:
+        return running
+    polls = {i: getattr(workers[i], "poll", None) for i in running}
+    ready: list[int] = []
+    start = time.perf_counter()
+    grace = float("inf") if last_generate is None else last_generate
+    while True:
+        for i in running:
+            if i not in ready and (polls[i] is None or polls[i](0.0)):
+                ready.append(i)
+        if len(ready) == len(running):
+            return ready
+        waited = time.perf_counter() - start
+        if (ready or something_to_generate) and waited >= grace:
+            return ready
+        time.sleep(0.002)
 
 
 def _generate_and_submit(
@@ -366,10 +391,10 @@ def _generate_and_submit(
     config: RolloutConfig,
     stats: RolloutStats,
     shares: list[float],
-) -> list[tuple[int, list[int] | None, tuple]]:
+) -> dict[int, tuple[list[int] | None, tuple]]:
     """Generate the next reply of each live episode of ``group`` and send it to its environment (``step_async``).
 
-    Returns ``(index, context, reply)`` of each submitted step (``[]`` when no episode of the group is live).
+    Returns ``{index: (context, reply)}`` of each submitted step (empty when no episode of the group is live).
     """
     t0 = time.perf_counter()
     live: list[int] = []
@@ -384,7 +409,7 @@ def _generate_and_submit(
         live.append(i)
         contexts.append(ctx)
     if not live:
-        return []
+        return {}
     if text_backend:
         stop = ("\n",) if config.first_line_only else ()
         requests = [TextRequest(keys[i], list(episodes[i].messages), _turn_seed(episodes[i]), stop) for i in live]
@@ -396,7 +421,7 @@ def _generate_and_submit(
     stats.generate_seconds += generated - t0
     stats.turn_generate_seconds.append(generated - t0)
     stats.generate_calls += 1
-    submitted = []
+    submitted = {}
     for i, ctx, output in zip(live, contexts, outputs, strict=True):
         if text_backend:
             text = output.text
@@ -407,7 +432,7 @@ def _generate_and_submit(
             stats.model_tokens += len(output.ids)
             reply = (*reply_of(output, fmt, config), output.logprobs)  # type: ignore[arg-type]
         workers[i].step_async(reply[1])
-        submitted.append((i, ctx, reply))
+        submitted[i] = (ctx, reply)
     stats.env_seconds += time.perf_counter() - generated
     for i in live:
         shares[i] += (time.perf_counter() - t0) / len(live)

@@ -44,10 +44,10 @@ class RolloutConfig:
             format, where anything after a newline can only make the action invalid); needs ``reply="text"``.
         aepo: AEPO branching settings (``trl_plugins.hooks.aepo.AEPOBranchConfig``), used by the trainer's
             branching loop (``trl_plugins.rollout``); ``None`` plays every episode independently.
-        overlap: split the batch in two halves that take turns, so one half generates while the other's
-            environments step in their workers (``None``: on when some environment steps outside this process,
-            in a worker process or a Ray actor, and there are at least two episodes; in-process environments
-            step inside ``step_wait``, so there is nothing to overlap).  Each half is one generation batch.
+        overlap: generate for the episodes whose step has finished while slower steps keep running (a step
+            still running after the batch waited as long as the last generation took joins the next batch);
+            ``False``: the batch moves in lockstep; ``None``: on when some environment steps outside this
+            process (a worker process, a Ray actor); in-process environments step inside ``step_wait``.
 
     Example:
         >>> RolloutConfig(max_turns=4, context_mode="stepwise", history_turns=2).context_mode
@@ -179,8 +179,8 @@ class RolloutStats:
     turn_generate_seconds: list[float] = field(default_factory=list)
     #: Seconds spent waiting for environment steps (the part of ``env_seconds`` generation did not hide).
     env_wait_seconds: float = 0.0
-    #: Generation batches per turn: 2 when environment steps overlapped with generation, else 1.
-    pipeline_groups: int = 1
+    #: Generation batches started while some environment steps were still running (``RolloutConfig.overlap``).
+    overlapped_batches: int = 0
     #: AEPO branching counts (zero without it): independent rollouts, branches, branching decisions taken,
     #: independent rollouts started because a group's branch budget was not used up, and entropies seen.
     independent: int = 0

@@ -82,8 +82,8 @@ class EnvWorker(Protocol):
     return its result.  ``step_wait`` never raises for a failure of the environment (see the module
     docstring); ``close`` leaves no process behind.
     A worker whose environment works between ``step_async`` and ``step_wait`` (another process, an actor)
-    says so with ``steps_in_background = True``; the engine then overlaps generation with its steps
-    (``RolloutConfig.overlap``).
+    says so with ``steps_in_background = True`` and answers ``poll(timeout)`` (is the pending call's result
+    here?); the engine then overlaps generation with its steps (``RolloutConfig.overlap``).
 
     Example:
         >>> import gymnasium as gym, agentgym_envs
@@ -200,6 +200,10 @@ class InProcessWorker:
             return _crash_step(self._last_info, action, error_text(exc))
         self._last_info = result[4]
         return result
+
+    def poll(self, timeout: float = 0.0) -> bool:
+        """Always ``True``: the pending call runs inside ``*_wait``, in this process."""
+        return True
 
     def call(self, path: str, *args: Any, **kwargs: Any) -> Any:
         """``env.unwrapped.<path>(*args, **kwargs)`` (or the attribute, if not callable); exceptions propagate.
@@ -609,6 +613,32 @@ class ProcessWorker:
             return payload
         self._crashed = True
         return _crash_step(self._last_info, self._last_action, payload, reason)
+
+    def poll(self, timeout: float = 0.0) -> bool:
+        """Whether ``*_wait`` would return without waiting (waits up to ``timeout`` seconds for the result).
+
+        ``True`` also when nothing is pending, the process died or the call's own ``timeout_s`` passed (the
+        ``*_wait`` then reports the crash or the time limit at once).
+
+        Example:
+            >>> worker.step_async("look around"); worker.poll(0.5)   # doctest: +SKIP
+            True
+        """
+        if self._pending is None or self._host is None:
+            return True
+        host = self._host
+        _, _, generation, call_deadline = self._pending
+        if generation != host.generation:
+            return True
+        deadline = time.monotonic() + max(0.0, timeout)
+        if call_deadline >= 0 and host.ready:
+            deadline = min(deadline, call_deadline)
+        while self._slot not in host.replies:
+            if not host._pump(deadline):
+                break
+        if self._slot in host.replies or not host.alive:
+            return True
+        return host.ready and call_deadline >= 0 and time.monotonic() >= call_deadline
 
     def call(self, path: str, *args: Any, **kwargs: Any) -> Any:
         """``env.unwrapped.<path>(*args, **kwargs)`` in the worker process (synchronous; exceptions raise here).

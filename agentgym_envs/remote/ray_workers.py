@@ -132,6 +132,13 @@ class RayEnv(ProxyTextEnv):
             method = self.actor.reset if kind == "reset" else self.actor.step
             self._submitted = (kind, args, method.remote(*args))
 
+    def poll(self, timeout: float = 0.0) -> bool:
+        """Whether the submitted call has finished (waits up to ``timeout`` seconds); ``True`` if none was submitted."""
+        if self._submitted is None:
+            return True
+        ready, _ = _ray().wait([self._submitted[2]], timeout=max(0.0, timeout))
+        return bool(ready)
+
     def _take_submitted(self, kind: str, *args: Any) -> Any:
         submitted, self._submitted = self._submitted, None
         if submitted is not None and submitted[0] == kind and submitted[1] == args:
@@ -227,6 +234,10 @@ class RayWorker(InProcessWorker):
     def step_async(self, action: str) -> None:
         super().step_async(action)
         self.ray_env.submit("step", action)
+
+    def poll(self, timeout: float = 0.0) -> bool:
+        """Whether the submitted call's result is here (waits up to ``timeout`` seconds); ``True`` if none was submitted."""
+        return self.ray_env.poll(timeout)
 
 
 def make_ray_workers(

@@ -29,6 +29,38 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
+#: Valid commands per environment for ``--valid-actions`` (each reply becomes one, chosen by the context's length).
+VALID_ACTIONS = {
+    "agentgym/ScienceWorld-find-non-living-thing-v0": (
+        "look around", "inventory", "go to hallway", "look around", "open door to kitchen", "go to kitchen",
+    ),
+    "agentgym/ALFWorld-v0": ("look", "inventory", "go to countertop 1", "examine countertop 1", "go to cabinet 1"),
+}
+
+
+class ValidActions:
+    """A backend that generates with ``inner`` (the real cost) and hands the engine a valid command instead."""
+
+    def __init__(self, inner: Any, fmt: Any, actions: tuple[str, ...]):
+        self.inner, self.fmt, self.actions, self.settings = inner, fmt, actions, inner.settings
+
+    def generate(self, requests: Any, max_new_tokens: int) -> Any:
+        from agentgym_envs.generation import GenerationOutput
+
+        self.inner.generate(requests, max_new_tokens)
+        return [
+            GenerationOutput(self.fmt.encode(self.actions[len(r.context_ids) % len(self.actions)]) + [self.fmt.stop_ids[0]],
+                             None, "stop")
+            for r in requests
+        ]
+
+    def release(self, keys: Any) -> None:
+        self.inner.release(keys)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2",
@@ -41,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processes", type=int, default=2, help="worker processes the environments share")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the model")
     parser.add_argument("--repeats", type=int, default=2, help="measured batches per schedule")
+    parser.add_argument("--valid-actions", action="store_true",
+                        help="the model generates as usual, but each reply is replaced by one of the family's valid "
+                        "commands (a tiny random model's replies would be parse errors, which cost no simulator step)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     opts = parser.parse_args(argv)
 
@@ -65,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         tok = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     fmt = ChatFormat(tok, stop_ids=stop_ids_for(tok, model.generation_config))
-    backend = TransformersBackend(model, tok.pad_token_id or 0, SamplingSettings(do_sample=False, stop_ids=fmt.stop_ids))
+    backend: Any = TransformersBackend(model, tok.pad_token_id or 0, SamplingSettings(do_sample=False, stop_ids=fmt.stop_ids))
+    if opts.valid_actions:
+        backend = ValidActions(backend, fmt, VALID_ACTIONS.get(opts.env, ("look around", "inventory")))
     probe = make_env(opts.env, split=opts.split)
     task_ids = list(probe.unwrapped.task_ids)
     probe.close()

@@ -147,7 +147,7 @@ LOGPS = [
     [-2.0, -1.0, -0.2, -1.6, -0.8, -1.3],
     [-1.0, -1.0, -1.0, -1.0, -1.0, -1.0],
 ]
-# log ratios: 1.5 (clipped high), 0.5 (clipped low), exactly 1.28 and 0.8 (the band's edges), near 1, ...
+# ratios: 1.5 (above the band), 0.5 (below it), 1.28 and 0.8 (on its edges for eps 0.2 / 0.28), near 1, ...
 LOG_RATIO = [
     [math.log(1.5), math.log(0.5), 3.0, math.log(1.1), math.log(0.7), math.log(2.5)],
     [0.0, math.log(1.6), -2.0, 0.0, 0.0, 0.0],

@@ -368,6 +368,7 @@ root = os.path.realpath(sys.argv[1])
 for name in filter(None, sys.argv[2].split(",")):
     importlib.import_module(name)
 import pytest
+# torch.ops / torch.classes carry a relative __file__: only absolute paths can point into the copy
 files = {m: getattr(mod, "__file__", None) for m, mod in list(sys.modules.items())}
 leaked = sorted(m for m, f in files.items()
                 if isinstance(f, str) and os.path.isabs(f) and os.path.realpath(f).startswith(root + os.sep))

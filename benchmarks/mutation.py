@@ -31,7 +31,8 @@ Usage::
     .venv/bin/python benchmarks/mutation.py trl_plugins/hooks.py "tests/test_hooks.py -k epo" --jobs 2
     .venv/bin/python benchmarks/mutation.py trl_plugins/entropy.py tests/test_entropy.py --list   # mutants only
     .venv/bin/python benchmarks/mutation.py trl_plugins/advantages.py tests/test_advantages.py --only 3,17 --show-diff
-    .venv/bin/python benchmarks/mutation.py --suite loss --preload torch,transformers,trl --json results/mutation
+    .venv/bin/python benchmarks/mutation.py --suite loss --preload torch,transformers,trl,trl.trainer.grpo_trainer \\
+        --json results/mutation
 
 Exit status: 0 when the score reaches ``--min-score`` (default 0, i.e. report only), 1 below it, 2 on a setup error.
 
@@ -74,8 +75,8 @@ SUITES: dict[str, list[tuple[str, str]]] = {
         ("trl_plugins/hooks/epo.py", "tests/test_hooks.py tests/test_hooks_formulas.py"),
         ("trl_plugins/hooks/erc.py", "tests/test_erc.py tests/test_hooks.py tests/test_hooks_formulas.py"),
         ("trl_plugins/hooks/aepo.py", "tests/test_aepo_rounds.py tests/test_hooks.py tests/test_hooks_formulas.py"),
-        ("trl_plugins/hooks/reductions.py", "tests/test_hooks.py tests/test_hooks_formulas.py"),
-        ("trl_plugins/hooks/compose.py", "tests/test_hooks.py tests/test_hooks_formulas.py"),
+        ("trl_plugins/hooks/reductions.py", "tests/test_loss_reduction.py"),
+        ("trl_plugins/hooks/compose.py", "tests/test_loss_reduction.py"),
         ("trl_plugins/entropy.py", "tests/test_entropy.py"),
     ],
 }

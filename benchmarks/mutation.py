@@ -351,8 +351,10 @@ root = os.path.realpath(sys.argv[1])
 for name in filter(None, sys.argv[2].split(",")):
     importlib.import_module(name)
 import pytest
+# torch.ops / torch.classes carry a relative __file__ ("_ops.py"): only absolute paths can point into the copy
 leaked = sorted(m for m, mod in list(sys.modules.items())
-                if os.path.realpath(getattr(mod, "__file__", None) or "/").startswith(root + os.sep))
+                if os.path.isabs(f := getattr(mod, "__file__", None) or "/")
+                and os.path.realpath(f).startswith(root + os.sep))
 if leaked:
     print(json.dumps({"error": "preloading imported modules of the checkout: " + ", ".join(leaked[:5])}), flush=True)
     sys.exit(2)

@@ -65,15 +65,16 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
+HOOK_TESTS = "tests/test_epo.py tests/test_hook_interface.py tests/test_erc.py tests/test_hooks.py tests/test_hooks_formulas.py"
 #: Named sets of (module, pytest selection) run by ``--suite NAME``.  ``loss``: the modules issue 15 holds to at least
 #: 90 % killed -- the advantage estimators, the loss hooks, the entropy path and the loss reduction -- each with the
 #: fast test selection that guards it.
 SUITES: dict[str, list[tuple[str, str]]] = {
     "loss": [
         ("trl_plugins/advantages.py", "tests/test_advantages.py"),
-        ("trl_plugins/hooks/base.py", "tests/test_hooks.py tests/test_hooks_formulas.py tests/test_erc.py"),
-        ("trl_plugins/hooks/epo.py", "tests/test_hooks.py tests/test_hooks_formulas.py"),
-        ("trl_plugins/hooks/erc.py", "tests/test_erc.py tests/test_hooks.py tests/test_hooks_formulas.py"),
+        ("trl_plugins/hooks/base.py", HOOK_TESTS),
+        ("trl_plugins/hooks/epo.py", HOOK_TESTS),
+        ("trl_plugins/hooks/erc.py", HOOK_TESTS),
         ("trl_plugins/hooks/aepo.py", "tests/test_aepo_rounds.py tests/test_hooks.py tests/test_hooks_formulas.py"),
         ("trl_plugins/hooks/reductions.py", "tests/test_loss_reduction.py"),
         ("trl_plugins/hooks/compose.py", "tests/test_loss_reduction.py"),

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from trl_plugins.errors import LossHookConfigError
-from trl_plugins.hooks import ERCConfig, ERCHook, LossContext, entropy_ratio_mask
+from trl_plugins.hooks import ERCConfig, ERCHook, LossContext, entropy_ratio, entropy_ratio_mask
 
 
 def test_zero_bands_are_allowed_and_each_bad_bound_is_refused_alone():
@@ -43,3 +43,23 @@ def test_clip_fractions_count_valid_tokens_on_each_side_of_the_band():
     assert metrics["erc/clip_fraction"] == pytest.approx(4 / 5)
     assert metrics["erc/clip_low_fraction"] == pytest.approx(2 / 5)
     assert metrics["erc/clip_high_fraction"] == pytest.approx(2 / 5)
+
+
+def test_entropy_ratio_values_carry_no_gradient():
+    h = torch.tensor([2.0, 0.5, 0.0], requires_grad=True)
+    old = torch.tensor([1.0, 2.0, 0.0], requires_grad=True)
+    rho = entropy_ratio(h, old)
+    torch.testing.assert_close(rho, torch.tensor([2.0, 0.25, 1.0]))
+    assert not rho.requires_grad  # the band decides which tokens keep a gradient; it is not itself differentiated
+
+
+def test_clip_fractions_with_a_single_model_token():
+    # one valid token, clipped high, beside padding whose ratio is far out of the band: every fraction is over 1 token
+    entropy = torch.tensor([[1.5, 0.1, 0.1]])
+    ctx = LossContext(
+        logps=torch.zeros(1, 3), old_logps=torch.zeros(1, 3), advantages=torch.ones(1, 3),
+        mask=torch.tensor([[1.0, 0.0, 0.0]]), entropy=entropy, old_entropy=torch.ones(1, 3),
+    )
+    hook = ERCHook()
+    hook.transform_token_loss(ctx, torch.ones(1, 3))
+    assert hook.metrics() == {"erc/clip_fraction": 1.0, "erc/clip_low_fraction": 0.0, "erc/clip_high_fraction": 1.0}

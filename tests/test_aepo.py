@@ -135,7 +135,9 @@ def test_rollout_budget_defaults_are_k_12_and_beta_half():
 
 
 def test_branch_state_defaults_are_the_papers():
-    # w = 0.2: (0.35 + 0.2 * 0.5) = 0.45 < 0.5 -> no branch; p exactly 0.5 reaches p_branch -> branch
+    # a new prompt has l = 0: p = 0.5 exactly reaches p_branch 0.5 (0.5 * 0.95 would not)
+    assert BranchPenaltyState(entropy_init=1.0).decide(entropy_now=1.0, u=0.5)
+    # w = 0.2: 0.35 + 0.2 * 0.5 = 0.45 < 0.5 -> no branch
     state = BranchPenaltyState(entropy_init=1.0)
     assert not state.decide(entropy_now=1.5, u=0.35)
     state.end_round()  # a first round without a branch leaves the count at 0

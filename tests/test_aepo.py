@@ -19,9 +19,11 @@ from trl_plugins.hooks import (
     BranchPenaltyState,
     LossContext,
     LossHookConfigError,
+    aepo_branch_probability,
     aepo_entropy_advantages,
     aepo_policy_loss,
     aepo_rollout_budget,
+    build_hooks,
 )
 
 # ------------------------------------------------------------------------------------------------ spec by hand
@@ -90,6 +92,9 @@ def test_entropy_advantages_constant_entropy_and_no_valid_token_leave_advantages
     torch.testing.assert_close(flat, adv)  # std 0 is replaced by 1: H_hat = 0, no NaN
     none = aepo_entropy_advantages(adv, torch.tensor([[0.1, 2.0], [5.0, 1.0]]), torch.zeros(2, 2), 0.4)
     torch.testing.assert_close(none, adv)
+    # one valid token: its entropy is the mean (H_hat = 0) and the std is undefined (-> 1)
+    single = aepo_entropy_advantages(adv, torch.tensor([[0.1, 2.0], [5.0, 1.0]]), torch.tensor([[0, 0], [1, 0]]), 0.4)
+    torch.testing.assert_close(single, adv)
 
 
 # ------------------------------------------------------------------------------------------------ clip
@@ -130,8 +135,24 @@ def test_policy_loss_with_other_eps_and_no_dual_clip():
 
 def test_rollout_budget_defaults_are_k_12_and_beta_half():
     assert aepo_rollout_budget(1.0, 1.0) == 7  # floor(12 * 0.5) + 1
+    assert aepo_rollout_budget(0.0, 100.0) == 1 and aepo_rollout_budget(100.0, 0.0) == 12  # clip(., 1, k)
     assert aepo_rollout_budget(2.0, 0.0) == math.floor(12 / (1 + math.exp(-0.5 * 2.0))) + 1 == 9
     assert aepo_rollout_budget(0.0, 3.0) == math.floor(12 / (1 + math.exp(1.5))) + 1 == 3
+
+
+def test_rollout_budget_for_a_group_of_one_and_of_none():
+    assert aepo_rollout_budget(5.0, 0.0, k=1) == 1 and aepo_rollout_budget(0.0, 5.0, k=1) == 1
+    with pytest.raises(LossHookConfigError, match="k must be >= 1"):
+        aepo_rollout_budget(1.0, 1.0, k=0)
+
+
+def test_branch_probability_defaults_are_w_and_penalty_of_the_paper():
+    # (u + 0.2 (H_now - H_init)) * max(0, 1 - 0.05 l), clipped to [0, 1]
+    assert aepo_branch_probability(1.7, 1.2, consecutive_branches=0, u=0.3) == pytest.approx(0.3 + 0.2 * 0.5)
+    assert aepo_branch_probability(1.7, 1.2, consecutive_branches=3, u=0.3) == pytest.approx(0.4 * 0.85)
+    assert aepo_branch_probability(0.2, 1.2, consecutive_branches=1, u=0.6, w=0.5, penalty=0.1) == pytest.approx(0.09)
+    with pytest.raises(LossHookConfigError):
+        aepo_branch_probability(1.0, 1.0, consecutive_branches=-1, u=0.5)
 
 
 def test_branch_state_defaults_are_the_papers():
@@ -146,6 +167,7 @@ def test_branch_state_defaults_are_the_papers():
     state.end_round()
     assert (state.consecutive, state.branches, state.decisions) == (1, 2, 3)
     assert not state.decide(entropy_now=1.5, u=0.42)  # 0.52 * (1 - 0.05) = 0.494
+    assert state.decide(entropy_now=1.0, u=0.6)  # 0.6 * 0.95 = 0.57
 
 
 def test_branch_config_defaults_are_the_specs_and_the_docs():
@@ -169,6 +191,13 @@ def test_branch_config_bounds_one_at_a_time():
 # ------------------------------------------------------------------------------------------------ hook
 
 
+def test_hook_is_built_by_name_with_its_parameters():
+    (hook,) = build_hooks(["aepo"], {"aepo": {"coef": 0.5, "dual_clip": None}})
+    assert isinstance(hook, AEPOHook) and hook.config == AEPOConfig(coef=0.5, dual_clip=None)
+    (inline,) = build_hooks([{"name": "aepo", "eps_high": 0.28}])
+    assert inline.config.eps_high == 0.28
+
+
 def test_hook_config_bounds_one_at_a_time():
     for ok in ({"eps_low": 0.0}, {"eps_high": 0.0}, {"dual_clip": 2.0}, {"dual_clip": None}, {"eps_low": 0.99}):
         assert AEPOHook(**ok).config == AEPOConfig(**ok)
@@ -186,8 +215,9 @@ def hook_batch() -> dict[str, torch.Tensor]:
     ratio = torch.tensor([R_TOK[:4], R_TOK[4:]])
     mask = torch.tensor([[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 0.0]])
     h = torch.tensor([[0.4, 1.3, 0.9, 0.2], [1.1, 0.5, 0.7, 6.0]])
+    old_h = torch.tensor([[1.0, 0.2, 0.6, 0.3], [0.8, 1.6, 0.1, 4.0]])
     return {"logps": (old + ratio.log()).requires_grad_(), "old_logps": old, "advantages": adv, "mask": mask,
-            "entropy": h, "old_entropy": torch.tensor([[1.0, 0.2, 0.6, 0.3], [0.8, 1.6, 0.1, 4.0]])}  # fmt: skip
+            "entropy": h.requires_grad_(), "old_entropy": old_h.requires_grad_()}  # fmt: skip
 
 
 def test_default_hook_reads_what_it_declares_and_follows_the_spec():
@@ -196,7 +226,8 @@ def test_default_hook_reads_what_it_declares_and_follows_the_spec():
     ctx = trainer_ctx(hook, **t)
     ctx.advantages = hook.transform_advantages(ctx)
     loss = hook.policy_loss(ctx)
-    (grad,) = torch.autograd.grad(loss.sum(), [t["logps"]])
+    grad, entropy_grad = torch.autograd.grad(loss.sum(), [t["logps"], t["entropy"]], allow_unused=True)
+    assert entropy_grad is None  # sg(H_hat): no gradient reaches the entropy through the advantages
     mask = t["mask"].int().tolist()
     adv = spec_advantages(t["advantages"].tolist(), t["entropy"].tolist(), mask, c=0.2)  # current entropy, c = 0.2
     torch.testing.assert_close(ctx.advantages, adv)
@@ -212,6 +243,7 @@ def test_hook_on_old_entropy_reads_what_it_declares():
     t = hook_batch()
     out = hook.transform_advantages(trainer_ctx(hook, **t))
     expected = spec_advantages(t["advantages"].tolist(), t["old_entropy"].tolist(), t["mask"].int().tolist(), 0.6)
+    assert not out.requires_grad  # sg on the old entropy too
     torch.testing.assert_close(out, expected)
 
 

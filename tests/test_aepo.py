@@ -44,7 +44,8 @@ def spec_advantages(adv: list[list[float]], h: list[list[float]], mask: list[lis
 
 def spec_token(a: float, r: float, eps_l: float = 0.2, eps_h: float = 0.2, dual: float | None = 3.0):
     """(loss, d loss / d log pi) of one token: max(-A r, -A clip(r, 1-eps_l, 1+eps_h)), dual clip min(., -c A) for
-    A < 0; the gradient is -(1+eps_h) A where A > 0 and r > 1+eps_h (AEPO), -A r where the unclipped term is taken, else 0."""
+    A < 0; the gradient is -(1+eps_h) A where A > 0 and r > 1+eps_h (AEPO), -A r where the unclipped term is taken,
+    else 0."""
     unclipped, clipped = -a * r, -a * min(max(r, 1 - eps_l), 1 + eps_h)
     value = max(unclipped, clipped)
     grad = -a * r if unclipped >= clipped else 0.0

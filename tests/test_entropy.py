@@ -134,19 +134,6 @@ def test_bad_arguments_raise_clear_errors():
         logps_and_entropy(hidden, ids, weight, backend="triton")  # type: ignore[arg-type]
 
 
-def test_compiled_backend_matches_eager():
-    # The compiled per-chunk math is what runs on CUDA by default; on CPU inductor emits C++ (slow first call).
-    hidden, weight, bias, ids, g_lp, g_h = _problem(dtype=torch.float32)
-    lp, ent = logps_and_entropy(hidden, ids, weight, bias, chunk_size=8, backend="compile")
-    grads = torch.autograd.grad((lp * g_lp).sum() + (ent * g_h).sum(), [hidden, weight, bias])
-    lp0, ent0 = logps_and_entropy(hidden, ids, weight, bias, chunk_size=8, backend="torch")
-    grads0 = torch.autograd.grad((lp0 * g_lp).sum() + (ent0 * g_h).sum(), [hidden, weight, bias])
-    torch.testing.assert_close(lp, lp0)
-    torch.testing.assert_close(ent, ent0)
-    for a, b in zip(grads, grads0, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-
-
 def _flat_problem(tokens=13, dim=5, vocab=7, seed=3):
     """Flat ``[tokens, D]`` inputs with more tokens than hidden units and than vocabulary entries."""
     g = torch.Generator().manual_seed(seed)
@@ -308,3 +295,16 @@ def test_every_backend_matches_naive_and_only_compile_compiles_on_cpu():
             assert len(regions) == 2 and all(r.endswith("/0") for r in regions), regions
         else:  # "torch", and "auto" off CUDA: eager, no compile cost
             assert not regions, (backend, regions)
+
+
+def test_compiled_backend_matches_eager():
+    # The compiled per-chunk math is what runs on CUDA by default; on CPU inductor emits C++ (slow first call).
+    hidden, weight, bias, ids, g_lp, g_h = _problem(dtype=torch.float32)
+    lp, ent = logps_and_entropy(hidden, ids, weight, bias, chunk_size=8, backend="compile")
+    grads = torch.autograd.grad((lp * g_lp).sum() + (ent * g_h).sum(), [hidden, weight, bias])
+    lp0, ent0 = logps_and_entropy(hidden, ids, weight, bias, chunk_size=8, backend="torch")
+    grads0 = torch.autograd.grad((lp0 * g_lp).sum() + (ent0 * g_h).sum(), [hidden, weight, bias])
+    torch.testing.assert_close(lp, lp0)
+    torch.testing.assert_close(ent, ent0)
+    for a, b in zip(grads, grads0, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

@@ -65,6 +65,23 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
+#: Surviving mutants reviewed by hand: ``{module: [{"line", "before", "after", "why"}]}``.
+SURVIVORS = Path(__file__).resolve().parent / "mutation_survivors.json"
+
+
+def reviewed_survivors(path: Path, module: str) -> dict[tuple[int, str, str], str]:
+    """``{(line, before, after): why}`` of ``module``'s reviewed survivors in ``path`` (empty if the file is missing).
+
+    Example:
+        >>> isinstance(reviewed_survivors(SURVIVORS, "trl_plugins/entropy.py"), dict)
+        True
+    """
+    if not path.is_file():
+        return {}
+    entries = json.loads(path.read_text()).get(module, [])
+    return {(int(e["line"]), e["before"], e["after"]): e["why"] for e in entries}
+
+
 HOOK_TESTS = "tests/test_epo.py tests/test_hook_interface.py tests/test_erc.py tests/test_hooks.py tests/test_hooks_formulas.py"
 #: Named sets of (module, pytest selection) run by ``--suite NAME``.  ``loss``: the modules issue 15 holds to at least
 #: 90 % killed -- the advantage estimators, the loss hooks, the entropy path and the loss reduction -- each with the
@@ -479,6 +496,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--show-diff", action="store_true", help="print the unified diff of every surviving mutant")
     parser.add_argument("--json", type=Path, default=None, help="write the results to this file")
     parser.add_argument("--min-score", type=float, default=0.0, help="exit 1 below this mutation score in %% (default 0)")
+    parser.add_argument("--survivors", type=Path, default=SURVIVORS,
+                        help=f"reviewed survivors with the reason each is equivalent or harmless (default {SURVIVORS.name})")
     parser.add_argument("--preload", default="", help="comma-separated third-party modules a fork server imports once "
                         "(e.g. torch,transformers,trl); each mutant's pytest then runs in a fork of it")
     args = parser.parse_args(argv)
@@ -565,10 +584,14 @@ def main(argv: list[str] | None = None) -> int:
     timeouts = sum(1 for o in results.values() if o.status == "timeout")
     print(f"\nmutation score {rel}: {score:.1f}% ({killed}/{len(mutants)} killed, {timeouts} by timeout) "
           f"in {time.monotonic() - started:.0f}s")  # fmt: skip
+    reviewed = reviewed_survivors(args.survivors, rel)
+    why = {m.index: reviewed.get((m.line, m.before, m.after)) for m in survivors}
+    unexplained = [m for m in survivors if why[m.index] is None]
     if survivors:
-        print("surviving mutants:")
+        print(f"surviving mutants ({len(survivors) - len(unexplained)} reviewed in {args.survivors.name}, "
+              f"{len(unexplained)} not):")
         for m in survivors:
-            print(f"  #{m.index:<4} line {m.describe()}")
+            print(f"  #{m.index:<4} line {m.describe()}  -- {why[m.index] or 'NOT REVIEWED: add a test or an entry'}")
             if args.show_diff:
                 diff = difflib.unified_diff(
                     ast.unparse(ast.parse(source)).splitlines(),
@@ -586,9 +609,10 @@ def main(argv: list[str] | None = None) -> int:
                     "score": score,
                     "killed": killed,
                     "total": len(mutants),
+                    "unexplained": len(unexplained),
                     "mutants": [
                         {"index": m.index, "line": m.line, "before": m.before, "after": m.after,
-                         "status": results[m.index].status}  # fmt: skip
+                         "status": results[m.index].status, "why": why.get(m.index)}  # fmt: skip
                         for m in mutants
                     ],
                 },
@@ -616,20 +640,21 @@ def run_suite(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"\n=== {module}  [{selection}]", flush=True)
         code = main([module, selection, *passthrough, "--json", str(out)])
         if code == 2 or not out.exists():
-            rows.append((module, selection, None, 0, 0, []))
+            rows.append((module, selection, None, 0, 0, [], 0))
             worst = 2
             continue
         result = json.loads(out.read_text())
         survivors = [f"#{m['index']} line {m['line']}: {m['before']} -> {m['after']}"
                      for m in result["mutants"] if m["status"] == "survived"]
-        rows.append((module, selection, result["score"], result["killed"], result["total"], survivors))
+        rows.append((module, selection, result["score"], result["killed"], result["total"], survivors,
+                     result.get("unexplained", len(survivors))))
         worst = max(worst, code)
     print(f"\nmutation suite {args.suite!r}:\n")
-    print("| module | selection | score | killed/total | survivors |")
+    print("| module | selection | score | killed/total | survivors (not reviewed) |")
     print("|---|---|---|---|---|")
-    for module, selection, score, killed, total, survivors in rows:
+    for module, selection, score, killed, total, survivors, unexplained in rows:
         shown = "setup error" if score is None else f"{score:.1f}%"
-        print(f"| {module} | {selection} | {shown} | {killed}/{total} | {len(survivors)} |")
+        print(f"| {module} | {selection} | {shown} | {killed}/{total} | {len(survivors)} ({unexplained}) |")
     killed_all, total_all = sum(r[3] for r in rows), sum(r[4] for r in rows)
     if total_all:
         print(f"\nall modules: {100.0 * killed_all / total_all:.1f}% ({killed_all}/{total_all}); per-module JSON in {folder}")

@@ -60,3 +60,16 @@ def test_mutants_are_killed_or_survive_the_same_with_and_without_the_fork_server
 def test_the_fork_server_refuses_to_preload_the_module_under_test(checkout: Path) -> None:
     with pytest.raises(SystemExit, match="preloading imported modules of the checkout: calc"):
         main(["calc.py", "tests/test_calc.py", "--root", str(checkout), "--preload", "calc"])
+
+
+def test_a_reviewed_survivor_carries_its_reason_and_others_are_counted_as_new(checkout: Path, capsys) -> None:
+    reviewed = checkout.parent / "survivors.json"
+    reviewed.write_text(json.dumps({"calc.py": [
+        {"line": 4, "before": "total < top", "after": "total <= top", "why": "boundary: clamping at top is top"},
+        {"line": 3, "before": "a + b", "after": "a * b", "why": "not a mutant of this file"},
+    ]}))
+    result = _run(checkout, "--survivors", str(reviewed))
+    survived = [m for m in result["mutants"] if m["status"] == "survived"]
+    assert [m["why"] for m in survived] == ["boundary: clamping at top is top"] and result["unexplained"] == 0
+    assert "1 reviewed in survivors.json, 0 not" in capsys.readouterr().out
+    assert _run(checkout, "--survivors", str(checkout / "missing.json"))["unexplained"] == 1

@@ -92,7 +92,7 @@ SUITES: dict[str, list[tuple[str, str]]] = {
         ("trl_plugins/hooks/base.py", HOOK_TESTS),
         ("trl_plugins/hooks/epo.py", HOOK_TESTS),
         ("trl_plugins/hooks/erc.py", HOOK_TESTS),
-        ("trl_plugins/hooks/aepo.py", "tests/test_aepo.py tests/test_aepo_rounds.py"),
+        ("trl_plugins/hooks/aepo.py", "tests/test_aepo.py tests/test_aepo_rounds.py tests/test_hook_interface.py"),
         ("trl_plugins/hooks/reductions.py", "tests/test_loss_reduction.py"),
         ("trl_plugins/hooks/compose.py", "tests/test_loss_reduction.py"),
         ("trl_plugins/entropy.py", "tests/test_entropy.py"),

@@ -7,6 +7,7 @@ or pays for an entropy pass nobody reads.  So each hook's flags must match what 
 
 from __future__ import annotations
 
+import functools
 import gc
 import math
 import re
@@ -34,7 +35,10 @@ class PlainHook(LossHook):
 
 
 # (factory, the hook's name in its error messages)
-HOOKS = [(PlainHook, "plain"), (EPOHook, "EPO"), (ERCHook, "ERC"), (AEPOHook, "AEPO")]
+HOOKS = [
+    (PlainHook, "plain"), (EPOHook, "EPO"), (ERCHook, "ERC"), (AEPOHook, "AEPO"),
+    (functools.partial(AEPOHook, use_old_entropy=True), "AEPO"),  # reads the stored entropy only
+]
 
 
 def full_context(**missing: None) -> LossContext:
@@ -52,7 +56,7 @@ def full_context(**missing: None) -> LossContext:
     return LossContext(**fields)
 
 
-@pytest.mark.parametrize(("make", "label"), HOOKS, ids=[h[1] for h in HOOKS])
+@pytest.mark.parametrize(("make", "label"), HOOKS, ids=["plain", "EPO", "ERC", "AEPO", "AEPO-old-entropy"])
 def test_declared_entropy_needs_are_exactly_what_the_hook_reads(make, label):
     loss, _ = apply_loss_hooks(full_context(), [make()])
     assert torch.isfinite(loss)

@@ -247,7 +247,9 @@ class AEPOHook(LossHook):
 
     def __init__(self, config: AEPOConfig | None = None, **overrides: Any) -> None:
         self.config = AEPOConfig(**{**asdict(config or AEPOConfig()), **overrides})
+        # The advantage reads one of the two entropies: the trainer then computes only that one.
         self.needs_old_entropy = self.config.use_old_entropy
+        self.needs_entropy = not self.config.use_old_entropy
         self._metrics = MetricAccumulator()
 
     def transform_advantages(self, ctx: LossContext) -> torch.Tensor:

@@ -243,7 +243,6 @@ class AEPOHook(LossHook):
     """
 
     name = "aepo"
-    needs_entropy = True
 
     def __init__(self, config: AEPOConfig | None = None, **overrides: Any) -> None:
         self.config = AEPOConfig(**{**asdict(config or AEPOConfig()), **overrides})

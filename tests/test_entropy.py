@@ -27,6 +27,17 @@ def _problem(dtype=torch.float64, batch=3, length=7, dim=16, vocab=50, seed=0):
     return hidden, weight, bias, ids, g_lp, g_h
 
 
+def _assert_logits_path_matches_reference(logits, ids, g_lp, g_h, temperature: float, chunk_size: int) -> None:
+    """Values and the logits gradient (both outputs, distinct upstream gradients) equal the naive reference's."""
+    lp, ent = logps_and_entropy(logits, ids, temperature=temperature, chunk_size=chunk_size, backend="torch")
+    (grad,) = torch.autograd.grad((lp * g_lp).sum() + (ent * g_h).sum(), [logits])
+    lp0, ent0 = naive_logps_and_entropy(logits, ids, temperature=temperature)
+    (grad0,) = torch.autograd.grad((lp0 * g_lp).sum() + (ent0 * g_h).sum(), [logits])
+    torch.testing.assert_close(lp, lp0, rtol=0, atol=1e-12)
+    torch.testing.assert_close(ent, ent0, rtol=0, atol=1e-12)
+    torch.testing.assert_close(grad, grad0, rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("chunk", [1, 4, 1000])
 @pytest.mark.parametrize("temperature", [1.0, 0.7, 0.5])
 def test_hidden_path_matches_naive_values_and_gradients(chunk, temperature):
@@ -44,13 +55,7 @@ def test_hidden_path_matches_naive_values_and_gradients(chunk, temperature):
 def test_logits_path_matches_naive_values_and_gradients():
     hidden, weight, bias, ids, g_lp, g_h = _problem()
     logits = (hidden @ weight.T + bias).detach().requires_grad_()
-    lp, ent = logps_and_entropy(logits, ids, temperature=1.3, chunk_size=5, backend="torch")
-    (grad,) = torch.autograd.grad((lp * g_lp).sum() + (ent * g_h).sum(), [logits])
-    lp0, ent0 = naive_logps_and_entropy(logits, ids, temperature=1.3)
-    (grad0,) = torch.autograd.grad((lp0 * g_lp).sum() + (ent0 * g_h).sum(), [logits])
-    torch.testing.assert_close(lp, lp0, rtol=0, atol=1e-12)
-    torch.testing.assert_close(ent, ent0, rtol=0, atol=1e-12)
-    torch.testing.assert_close(grad, grad0, rtol=0, atol=1e-12)
+    _assert_logits_path_matches_reference(logits, ids, g_lp, g_h, temperature=1.3, chunk_size=5)
 
 
 def test_gradcheck_hidden_path():
@@ -161,13 +166,7 @@ def test_flat_inputs_with_more_tokens_than_vocab_match_naive():
         torch.testing.assert_close(a, b, rtol=0, atol=1e-11)
 
     logits = torch.nn.functional.linear(hidden, weight, bias).detach().requires_grad_()
-    lp, ent = logps_and_entropy(logits, ids, temperature=0.8, chunk_size=4, backend="torch")
-    (grad,) = torch.autograd.grad((lp * g_lp).sum() + (ent * g_h).sum(), [logits])
-    lp0, ent0 = naive_logps_and_entropy(logits, ids, temperature=0.8)
-    (grad0,) = torch.autograd.grad((lp0 * g_lp).sum() + (ent0 * g_h).sum(), [logits])
-    torch.testing.assert_close(lp, lp0, rtol=0, atol=1e-12)
-    torch.testing.assert_close(ent, ent0, rtol=0, atol=1e-12)
-    torch.testing.assert_close(grad, grad0, rtol=0, atol=1e-12)
+    _assert_logits_path_matches_reference(logits, ids, g_lp, g_h, temperature=0.8, chunk_size=4)
     # The reference itself: p = softmax(z / T) written out, H = -sum p log p.
     logp_all = logits.detach() / 0.8 - torch.logsumexp(logits.detach() / 0.8, dim=1, keepdim=True)
     torch.testing.assert_close(lp0, logp_all[torch.arange(len(ids)), ids], rtol=0, atol=1e-12)

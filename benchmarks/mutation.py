@@ -397,7 +397,7 @@ if leaked:
 print(json.dumps({"ready": True}), flush=True)
 for line in sys.stdin:
     request = json.loads(line)
-    log = os.path.join(request["log"])
+    log = request["log"]
     start = time.monotonic()
     pid = os.fork()
     if pid == 0:

@@ -13,8 +13,8 @@ start-up is not timed and one warm-up batch runs first. ``rollout tokens/s`` is 
 divided by the wall time of ``run_episodes`` (generation plus environment steps), ``generate
 tokens/s`` divides by the generation time alone.
 
-:func:`rollout_row` is the reusable piece (``benchmarks/train_throughput.py`` can add its vLLM row
-with it). The script runs unchanged on CUDA (``--device cuda``: bfloat16 on both sides).
+:func:`rollout_row` plays and times one row in the calling process. The script runs unchanged on CUDA
+(``--device cuda``: bfloat16 on both sides).
 
 Usage::
 

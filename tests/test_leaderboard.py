@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from process_checks import descendants
 
 from agentgym_envs.errors import PolicyError, SuiteError
 from agentgym_envs.eval import leaderboard
@@ -327,23 +328,6 @@ def test_the_batch_path_gives_the_same_results_as_the_sequential_path_for_a_gree
         env.close()
 
 
-def _descendants() -> set[int]:
-    """Running processes this test started, except multiprocessing's own helpers (fork server, resource tracker)."""
-    import psutil
-
-    me, found = psutil.Process(), set()
-    for proc in me.children(recursive=True):
-        try:
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                continue
-            helper = proc.ppid() == me.pid and any("multiprocessing." in part for part in proc.cmdline())
-        except psutil.NoSuchProcess:
-            continue
-        if not helper:
-            found.add(proc.pid)
-    return found
-
-
 def test_environments_in_worker_processes_give_the_same_episodes_and_leave_no_process(tmp_path, monkeypatch) -> None:
     import psutil
     import torch
@@ -376,7 +360,7 @@ def test_environments_in_worker_processes_give_the_same_episodes_and_leave_no_pr
         return group
 
     monkeypatch.setattr(agentgym_envs.engine, "make_workers", spy)
-    before = _descendants()
+    before = descendants()
     spec, kwargs = f"hf:{folder}", dict(progress=False, temperature=0.0, max_new_tokens=12)
     run_leaderboard(suite, [spec], tmp_path / "inprocess", env_workers="inprocess", **kwargs)
     assert started == []
@@ -384,7 +368,7 @@ def test_environments_in_worker_processes_give_the_same_episodes_and_leave_no_pr
     ((env_id, n, kind, pids, group),) = started
     assert (env_id, n, kind) == ("agentgym/ScienceWorld-v0", 4, "process") and len(pids) == 2
     assert psutil.Process().pid not in pids
-    assert _descendants() == before  # every worker process (and its JVM) is gone
+    assert descendants() == before  # every worker process (and its JVM) is gone
     assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids)
     assert all(worker.pid is None for worker in group)  # closed
 

@@ -11,6 +11,7 @@ from typing import Any
 import gymnasium as gym
 import psutil
 import pytest
+from process_checks import descendants
 
 import agentgym_envs  # noqa: F401 - registers the agentgym/ ids
 from agentgym_envs.engine import (
@@ -46,22 +47,6 @@ if "FaultyTextCraft-v0" not in gym.registry:
     gym.register("FaultyTextCraft-v0", entry_point=f"{__name__}:FaultyTextCraft", disable_env_checker=True)
 
 
-def _descendants() -> set[int]:
-    """Processes this test started and that are still running, except multiprocessing's own helpers."""
-    found = set()
-    me = psutil.Process()
-    for proc in me.children(recursive=True):
-        try:
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                continue
-            helper = proc.ppid() == me.pid and any("multiprocessing." in part for part in proc.cmdline())
-        except psutil.NoSuchProcess:
-            continue
-        if not helper:  # the fork server and resource tracker live as long as this process; what they fork counts
-            found.add(proc.pid)
-    return found
-
-
 def _running(pids: set[int]) -> set[int]:
     alive = set()
     for pid in pids:
@@ -76,7 +61,7 @@ def _running(pids: set[int]) -> set[int]:
 def _wait_gone(before: set[int], also: set[int] = frozenset(), timeout: float = 10.0) -> set[int]:
     """What is still running, after up to ``timeout`` s, of our new descendants and of ``also``."""
     deadline = time.monotonic() + timeout
-    while (left := (_descendants() - before) | _running(set(also))) and time.monotonic() < deadline:
+    while (left := (descendants() - before) | _running(set(also))) and time.monotonic() < deadline:
         time.sleep(0.1)
     return left
 
@@ -121,7 +106,7 @@ def test_process_worker_plays_the_same_episode_as_in_process(env_id: str, kwargs
 
 def test_killed_worker_truncates_the_episode_and_is_replaced() -> None:
     expected = _play(InProcessWorker(gym.make(TEXTCRAFT, split="test", expert_actions=True)), 5, 6)
-    before = _descendants()
+    before = descendants()
     with make_workers(TEXTCRAFT, 1, kind="process", split="test", expert_actions=True) as (worker,):
         worker.reset_async(seed=5)
         _, info = worker.reset_wait()
@@ -213,11 +198,11 @@ def test_caller_errors_are_raised_with_their_type() -> None:
 
 def test_no_process_left_after_close_or_drop() -> None:
     """ScienceWorld starts a JVM in the worker process: close() and a dropped worker leave neither behind."""
-    before = _descendants()
+    before = descendants()
     worker = ProcessWorker("agentgym/ScienceWorld-find-non-living-thing-v0", split="test")
     worker.reset_async(seed=0)
     worker.reset_wait()
-    started = _descendants() - before
+    started = descendants() - before
     assert len(started) >= 2  # the worker process and its JVM
     worker.close()
     worker.close()  # idempotent
@@ -226,7 +211,7 @@ def test_no_process_left_after_close_or_drop() -> None:
     dropped = ProcessWorker("agentgym/ScienceWorld-find-non-living-thing-v0", split="test")
     dropped.reset_async(seed=0)
     dropped.reset_wait()
-    started = _descendants() - before
+    started = descendants() - before
     assert len(started) >= 2
     del dropped
     gc.collect()
@@ -234,7 +219,7 @@ def test_no_process_left_after_close_or_drop() -> None:
 
 
 def test_killed_worker_leaves_no_jvm_behind() -> None:
-    before = _descendants()
+    before = descendants()
     with make_workers("agentgym/ScienceWorld-find-non-living-thing-v0", 1, kind="process", split="test") as (worker,):
         worker.reset_async(seed=0)
         worker.reset_wait()

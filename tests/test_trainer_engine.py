@@ -91,11 +91,11 @@ def _textcraft_trainer(tok, tmp_path, workers: str):
 
 
 def test_environments_step_in_worker_processes_with_the_same_episodes(tok, tmp_path):
-    from test_workers import _descendants
+    from process_checks import descendants
 
     from agentgym_envs.engine import ProcessWorker
 
-    before = _descendants()
+    before = descendants()
     local = _textcraft_trainer(tok, tmp_path, "inprocess")
     local.train()
     remote = _textcraft_trainer(tok, tmp_path, "process")
@@ -108,7 +108,7 @@ def test_environments_step_in_worker_processes_with_the_same_episodes(tok, tmp_p
     workers = remote._envs(2)
     assert all(isinstance(w, ProcessWorker) for w in workers)
     remote.close_envs()
-    assert _descendants() <= before, "worker processes left after close_envs()"
+    assert descendants() <= before, "worker processes left after close_envs()"
 
 
 def test_env_worker_settings_are_checked(tmp_path):

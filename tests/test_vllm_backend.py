@@ -191,6 +191,6 @@ def test_close_frees_the_engine_and_is_final(backend):  # runs last: it closes t
     with pytest.raises(RuntimeError, match="closed"):
         backend.generate([GenerationRequest(0, [1, 2, 3])], 4)
     assert not hasattr(backend, "llm")
-    from test_workers import _descendants  # children, less multiprocessing's fork server and resource tracker
+    from process_checks import descendants  # children, less multiprocessing's fork server and resource tracker
 
-    assert _descendants() == set()
+    assert descendants() == set()

@@ -284,9 +284,23 @@ def make(env_id: str, **kwargs: Any) -> gym.Env:
     """
     if env_id != REMOTE_ENV_ID:  # the remote client's id stands for whichever environment its server holds
         registration(env_id)
+    return gym.make(env_id, **with_step_limit(kwargs))
+
+
+def with_step_limit(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``gym.make`` keywords in which an explicit ``max_steps=N`` also sets ``max_episode_steps=N`` (a copy).
+
+    What :func:`make` passes to ``gym.make``; for callers that hand keywords to something that calls
+    ``gym.make`` itself (worker processes, for instance).
+
+    Example:
+        >>> with_step_limit({"split": "test", "max_steps": 40})
+        {'split': 'test', 'max_steps': 40, 'max_episode_steps': 40}
+    """
+    kwargs = dict(kwargs)
     if kwargs.get("max_steps") is not None and kwargs.get("max_episode_steps") is None:
         kwargs["max_episode_steps"] = int(kwargs["max_steps"])
-    return gym.make(env_id, **kwargs)
+    return kwargs
 
 
 def _time_limit_of_calling_gym_make() -> int | None:

@@ -37,9 +37,11 @@ from agentgym_envs.engine.workers import PROCESS_FAMILIES
 from agentgym_envs.errors import DataNotFoundError, MissingDependencyError, SuiteError
 from agentgym_envs.eval.episodes import play_episode, transcript_record, transcript_turn, wilson_interval
 from agentgym_envs.eval.policies import SCRIPTED_POLICIES, HFPolicy, Policy, check_policy_spec, make_policy
-from agentgym_envs.registry import make
+from agentgym_envs.registry import make, with_step_limit
 
 RESULTS_FILE = "episodes.jsonl"
+
+
 def default_policies() -> tuple[str, ...]:
     """The leaderboard's default policies: random, expert and SmolLM2-135M-Instruct.
 
@@ -55,6 +57,8 @@ def default_policies() -> tuple[str, ...]:
     import importlib.util
 
     return ("random", "expert", "vllm:smollm2" if importlib.util.find_spec("vllm") else "smollm2")
+
+
 #: Where a model policy's batched environments step: ``"auto"`` (by family, :data:`PROCESS_FAMILIES`),
 #: ``"inprocess"`` (all in this process) or ``"process"`` (all in worker processes).
 ENV_WORKER_MODES = ("auto", "inprocess", "process")
@@ -512,10 +516,7 @@ def _make_env(entry: SuiteEntry, policy: Policy) -> gym.Env:
 
 def _env_kwargs(entry: SuiteEntry, policy: Policy) -> dict[str, Any]:
     """The keywords an environment of ``entry`` is built with (here or in a worker process)."""
-    kwargs: dict[str, Any] = {"split": "test", **policy.env_kwargs, **entry.kwargs}
-    if kwargs.get("max_steps") is not None and kwargs.get("max_episode_steps") is None:
-        kwargs["max_episode_steps"] = int(kwargs["max_steps"])  # as registry.make: the step limit is never cut
-    return kwargs
+    return with_step_limit({"split": "test", **policy.env_kwargs, **entry.kwargs})
 
 
 def env_worker_kind(mode: str, family: str) -> str:
@@ -578,25 +579,20 @@ def _play_batch(
     max_new_tokens: int,
     save: Any,
     batch_size: int,
-    placement: _Placement | None = None,
-    probes: dict[str, _Probe] | None = None,
+    placement: _Placement,
+    probes: dict[str, _Probe],
 ) -> list[tuple[SuiteEntry, int, int]]:
     """Pending episodes of a model policy in batches through the engine; each is saved as it ends.
 
     Episodes of every environment that shares an action format go into one batch (up to ``batch_size``):
     on a CPU a decoding step costs about the same for 2 rows as for 10, so one batch across the suite's
     environments is several times faster than one batch per environment.  ``placement`` says where the
-    environments step (default: ``"auto"``, up to the number of cores in worker processes).  ``probes``: what
-    :func:`_buildable` already read of the environments (the others are built once here to read it).  Returns
-    pairs beyond a task list.
+    environments step; ``probes``: what :func:`_buildable` read of each environment.  Returns pairs beyond a
+    task list.
     """
-    placement = placement if placement is not None else _Placement("auto", os.cpu_count() or 1)
     skipped: list[tuple[SuiteEntry, int, int]] = []
     items: list[tuple[SuiteEntry, int, int]] = []
-    probes = dict(probes or {})
     for entry, pending in work:
-        if entry.env_id not in probes:
-            probes[entry.env_id] = _probe(entry, policy)
         count = len(probes[entry.env_id].task_ids)
         skipped += [(entry, i, s) for i, s in pending if i >= count]
         items += [(entry, i, s) for i, s in pending if i < count]

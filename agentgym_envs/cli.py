@@ -19,19 +19,24 @@ from typing import Any
 
 import gymnasium as gym
 
-from agentgym_envs.errors import AgentGymError
+from agentgym_envs.errors import AgentGymError, install_command
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from agentgym_envs.registry import list_environments
 
     rows = list_environments(args.family)
+    if args.family and not rows:
+        known = sorted({r.family for r in list_environments(None)})
+        print(f"error: unknown family {args.family!r}{_did_you_mean(args.family, known)}; "
+              f"families: {', '.join(known)}", file=sys.stderr)
+        return 2
     if args.installed:
         rows = [r for r in rows if r.installed]
     width = max([len(r.env_id) for r in rows] + [10])
     print(f"{'environment':<{width}}  {'family':<12} {'splits':<18} installed")
     for r in rows:
-        installed = "yes" if r.installed else f"no (pip install 'agentgym-envs[{r.extra}]')"
+        installed = "yes" if r.installed else f"no ({install_command(r.extra)})"
         print(f"{r.env_id:<{width}}  {r.family:<12} {','.join(r.splits):<18} {installed}")
     print(f"\n{len(rows)} environments")
     return 0
@@ -43,46 +48,92 @@ QUIT_WORDS = (":quit", "quit", "exit", ":exit", ":q")
 
 def _check_env_id(env_id: str) -> None:
     """Fail with the registry's hint (missing ``agentgym/`` namespace, close matches, the extra to install)."""
-    from agentgym_envs.registry import registration
+    from agentgym_envs.registry import REMOTE_ENV_ID, registration
 
-    registration(env_id)
+    if env_id != REMOTE_ENV_ID:  # a served environment's id is the server's, checked there
+        registration(env_id)
+
+
+#: Meta-commands of ``agentgym play`` (never sent to the game, never use up a step).
+PLAY_HELP = (
+    "commands: :admissible lists valid actions (where the family has a list), :expert asks the expert, "
+    ":help shows this, quit or exit ends; anything else is sent to the game as an action"
+)
 
 
 def _cmd_play(args: argparse.Namespace) -> int:
     from agentgym_envs.core import as_text_env
     from agentgym_envs.registry import make
 
-    env = make(args.env, split=args.split, reward=args.reward)
-    inner = as_text_env(env)
+    env = make(args.env, **_env_settings(args, reward=args.reward))
     try:
-        obs, info = env.reset(seed=args.seed)
-        print(f"Task: {info['instruction']}\n\n{obs}\n")
-        print("(type an action; :admissible lists valid actions, :expert asks the expert, quit or exit ends)")
-        total = 0.0
-        while True:
-            try:
-                line = input("> ")
-            except EOFError:
-                print()
-                break
-            if line.strip().lower() in QUIT_WORDS:
-                break
-            if line.strip() == ":admissible":
-                print("\n".join(inner.admissible_actions()) or "(no list for this family)")
-                continue
-            if line.strip() == ":expert":
-                print(inner.expert_action())
-                continue
-            obs, reward, terminated, truncated, info = env.step(line)
-            total += reward
-            print(f"\n{obs}\n[reward {reward:+.2f}, return {total:.2f}, step {info['step']}]")
-            if terminated or truncated:
-                outcome = "won" if info["won"] else ("lost" if info["lost"] else info["truncation_reason"])
-                print(f"Episode over: {outcome}.")
-                break
+        _play_session(env, as_text_env(env), args.seed)
+    except KeyboardInterrupt:
+        print("\ninterrupted")
+        return 130
     finally:
         env.close()
     return 0
+
+
+def _play_session(env: gym.Env, inner: Any, seed: int) -> None:
+    """Read actions from the terminal until the episode ends, the input ends, or the player quits."""
+    obs, info = env.reset(seed=seed)
+    instruction = str(info.get("instruction") or "")
+    # Most families' first observation already states the task; print it once.
+    print(f"{obs}\n" if instruction and instruction in obs else f"Task: {instruction}\n\n{obs}\n")
+    print(f"({PLAY_HELP})")
+    total = 0.0
+    while True:
+        try:
+            line = input("> ")
+        except EOFError:
+            print()
+            return
+        command = line.strip()
+        if command.lower() in QUIT_WORDS:
+            return
+        if command.lower() in (":help", "help", ":h", "?"):
+            print(PLAY_HELP)
+            continue
+        if command == ":admissible":
+            print("\n".join(inner.admissible_actions()) or "(no list for this family)")
+            continue
+        if command == ":expert":
+            print(inner.expert_action())
+            continue
+        if command.startswith(":"):
+            print(f"unknown command {command!r}; {PLAY_HELP}")
+            continue
+        obs, reward, terminated, truncated, info = env.step(line)
+        total += reward
+        print(f"\n{obs}\n[reward {reward:+.2f}, return {total:.2f}, step {info['step']}]")
+        if terminated or truncated:
+            outcome = "won" if info["won"] else ("lost" if info["lost"] else info["truncation_reason"])
+            print(f"Episode over: {outcome}.")
+            return
+
+
+def _env_settings(args: argparse.Namespace, **settings: Any) -> dict[str, Any]:
+    """gym.make arguments: the split, these settings, then ``--env-kwargs``.
+
+    A served environment (``agentgym/Remote-v0``) runs with the settings its operator fixed at ``agentgym serve``;
+    only the split and what the user typed in ``--env-kwargs`` go to the server.
+    """
+    from agentgym_envs.registry import REMOTE_ENV_ID
+    from agentgym_envs.remote.server import parse_env_kwargs  # the same key=value rule as `agentgym serve`
+
+    if args.env == REMOTE_ENV_ID:
+        settings = {}
+    return {"split": args.split, **settings, **parse_env_kwargs(args.env_kwargs)}
+
+
+def _did_you_mean(typed: str, choices: list[str]) -> str:
+    """``" (did you mean 'x'?)"`` for the closest of ``choices``, or ``""``."""
+    import difflib
+
+    close = difflib.get_close_matches(typed, choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _cmd_rollout(args: argparse.Namespace) -> int:
@@ -92,10 +143,11 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
     names = [p.strip() for p in args.policy.split(",") if p.strip()]
     unknown = [p for p in names if p not in SCRIPTED_POLICIES]
     if unknown:
-        print(f"unknown policy {unknown[0]!r}; choose from {', '.join(SCRIPTED_POLICIES)}", file=sys.stderr)
+        print(f"error: unknown policy {unknown[0]!r}{_did_you_mean(unknown[0], list(SCRIPTED_POLICIES))}; "
+              f"choose from {', '.join(SCRIPTED_POLICIES)}", file=sys.stderr)
         return 2
     _check_env_id(args.env)
-    env_kwargs: dict[str, Any] = {"split": args.split, "reward": args.reward, "action_format": args.format}
+    env_kwargs = _env_settings(args, reward=args.reward, action_format=args.format)
     if args.max_steps:
         env_kwargs["max_steps"] = args.max_steps
     report = {}
@@ -160,13 +212,15 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from agentgym_envs import __version__
+
     parser = argparse.ArgumentParser(prog="agentgym", description="Text and web environments for LLM agents.")
+    parser.add_argument("--version", action="version", version=f"agentgym {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    # Every sub-command's --help shows its defaults.
-    formatter = argparse.ArgumentDefaultsHelpFormatter
+    formatter = DefaultsHelpFormatter
 
     p = sub.add_parser("list", help="list registered environments", formatter_class=formatter)
-    p.add_argument("--family")
+    p.add_argument("--family", help="only this family's environments, e.g. textworld, babyai (see the family column)")
     p.add_argument("--installed", action="store_true", help="only environments whose dependencies are installed")
     p.set_defaults(func=_cmd_list)
 
@@ -180,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="reset seed (picks the task)")
     p.add_argument("--reward", default="dense", choices=["sparse", "dense", "native"],
                    help="reward shown after each step (gym.make's default is sparse)")
+    _add_env_kwargs(p)
     p.set_defaults(func=_cmd_play)
 
     p = sub.add_parser("rollout", help="roll out scripted policies and print their statistics", formatter_class=formatter)
@@ -188,10 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--split", default="test")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-steps", type=int, help="step limit (default: the environment's)")
+    p.add_argument("--max-steps", type=int, help="step limit (default: the environment's own)")
     p.add_argument("--reward", default="sparse", choices=["sparse", "dense", "native"])
     p.add_argument("--format", default="plain", help="action format the policies write in")
     p.add_argument("--json", type=Path, help="write summaries and episodes (with transcripts) to this file")
+    _add_env_kwargs(p)
     p.set_defaults(func=_cmd_rollout)
 
     p = sub.add_parser("leaderboard", help="evaluate policies on a suite and write tables and a chart",
@@ -226,6 +282,23 @@ def build_parser() -> argparse.ArgumentParser:
     for extra in _extra_commands():
         extra(sub)
     return parser
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default in ``--help`` unless it has none (None, False) or the help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False or action.default == [] or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _add_env_kwargs(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--env-kwargs", nargs="+", default=[], metavar="KEY=VALUE", type=str,
+        help="more arguments for gym.make, e.g. url=http://127.0.0.1:8000 for agentgym/Remote-v0 or max_steps=20 "
+             "(values are read as JSON where they parse)",
+    )
 
 
 def _extra_commands() -> list[Any]:

@@ -31,7 +31,7 @@ from typing import Any
 
 import gymnasium as gym
 
-from agentgym_envs.errors import MissingDependencyError
+from agentgym_envs.errors import MissingDependencyError, install_command
 
 NAMESPACE = "agentgym"
 REMOTE_ENV_ID = f"{NAMESPACE}/Remote-v0"
@@ -202,7 +202,7 @@ def unknown_id_message(env_id: str) -> str:
     if missing:
         family = missing[0]
         message += (f"; the {family.name!r} family is not installed, and some of its ids are only known once it is: "
-                    f"pip install 'agentgym-envs[{family.extra}]'")
+                    f"{install_command(family.extra)}")
     names = {known.split("/", 1)[1]: known for known in _BY_ID}  # compared without the shared namespace
     close = difflib.get_close_matches(name, list(names), n=3)
     if close:

@@ -528,3 +528,22 @@ def test_the_trainer_plays_on_served_environments_from_env_urls(tmp_path):
         assert trainer.state.log_history and trainer._env_pool == []  # closed at the end of train()
     finally:
         server.stop()
+
+
+def test_play_and_rollout_reach_a_served_environment_through_env_kwargs(servers):
+    if "babyai" not in servers:
+        pytest.skip("babyai is not installed here")
+    import subprocess
+    import sys
+
+    url = servers["babyai"].url
+    command = [sys.executable, "-m", "agentgym_envs.cli"]
+    played = subprocess.run([*command, "play", "agentgym/Remote-v0", "--env-kwargs", f"url={url}"],
+                            input=":expert\nquit\n", capture_output=True, text=True, env=_child_env(), timeout=120)
+    assert played.returncode == 0 and "Traceback" not in played.stderr, played.stderr
+    assert "(commands:" in played.stdout
+    rolled = subprocess.run([*command, "rollout", "agentgym/Remote-v0", "--policy", "expert", "--episodes", "2",
+                             "--env-kwargs", f"url={url}"], capture_output=True, text=True, env=_child_env(),
+                            timeout=120)
+    assert rolled.returncode == 0, rolled.stderr
+    assert "success 100.0%" in rolled.stdout

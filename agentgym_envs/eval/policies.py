@@ -29,7 +29,7 @@ import gymnasium as gym
 import numpy as np
 
 from agentgym_envs.core import as_text_env
-from agentgym_envs.errors import ExpertUnavailableError, PolicyError
+from agentgym_envs.errors import ExpertUnavailableError, PolicyError, install_command
 from agentgym_envs.prompts import PromptConfig, episode_messages, observation_message
 
 
@@ -208,7 +208,7 @@ class HFPolicy(_ChatPolicy):
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
         except ImportError as exc:
-            raise PolicyError(f"model policies need torch and transformers: pip install 'agentgym-envs[train]' ({exc})") from exc
+            raise PolicyError(f"model policies need torch and transformers: {install_command('train')} ({exc})") from exc
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)

@@ -99,11 +99,13 @@ def test_wheel_alone_lists_plays_and_names_extras(tmp_path: Path) -> None:
     assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
     (wheel,) = dist.glob("agentgym_envs-*.whl")
     venv = tmp_path / "bare"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(wheel)], capture_output=True, text=True)
+    # No PYTHONPATH: a checkout on it (with the build's egg-info) would make pip think the project is installed.
+    env = {**os.environ, "AGENTGYM_CACHE": str(tmp_path / "cache"), "PYTHONPATH": ""}
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=env)
+    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(wheel)], capture_output=True, text=True,
+                         env=env)
     if pip.returncode != 0:
         pytest.skip(f"cannot install into a fresh venv here: {pip.stderr[-500:]}")
-    env = {**os.environ, "AGENTGYM_CACHE": str(tmp_path / "cache"), "PYTHONPATH": ""}
     listed = subprocess.run([str(venv / "bin" / "agentgym"), "list"], capture_output=True, text=True, env=env,
                             cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr

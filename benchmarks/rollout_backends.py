@@ -62,8 +62,8 @@ def rollout_row(
     from transformers import AutoTokenizer
 
     from agentgym_envs import make_env
+    from agentgym_envs.engine import ChatFormat, RolloutConfig, RolloutStats, run_episodes
     from agentgym_envs.generation import SamplingSettings
-    from trl_plugins.rollout import ChatFormat, RolloutConfig, RolloutStats, run_episodes
 
     torch.set_num_threads(threads)
     tok = AutoTokenizer.from_pretrained(model_path)

@@ -12,17 +12,19 @@ import statistics
 import pytest
 import torch
 
-from trl_plugins.hooks import (
+from trl_plugins.aepo import (
     AEPOBranchConfig,
     AEPOConfig,
     AEPOHook,
     BranchPenaltyState,
-    LossContext,
-    LossHookConfigError,
     aepo_branch_probability,
     aepo_entropy_advantages,
     aepo_policy_loss,
     aepo_rollout_budget,
+)
+from trl_plugins.hooks import (
+    LossContext,
+    LossHookConfigError,
     build_hooks,
 )
 

@@ -134,7 +134,7 @@ class AgentGRPOConfig(GRPOConfig):
     # give a mapping or the dataclass. __post_init__ makes it an AEPOConfig.
     aepo: AEPOConfig | str | None = field(
         default=None,
-        metadata={"help": 'AEPO settings (JSON): hook parameters and branching, e.g. {"branching": {"p_branch": 0.05}}'},
+        metadata={"help": 'AEPO settings (JSON): hook parameters and branching, e.g. {"branching": {"w": 0.3}}'},
     )
 
     def __post_init__(self) -> None:

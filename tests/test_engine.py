@@ -12,7 +12,17 @@ import pytest
 import torch
 from trainer_toys import letter_env
 
-from agentgym_envs.engine import ChatFormat, RolloutConfig, RolloutStats, run_episodes, stop_ids_for
+from agentgym_envs.engine import (
+    ChatFormat,
+    RolloutConfig,
+    RolloutStats,
+    as_worker,
+    fork_episode,
+    record_turn,
+    run_episodes,
+    start_episodes,
+    stop_ids_for,
+)
 from agentgym_envs.generation import GenerationRequest, SamplingSettings
 from agentgym_envs.generation.openai import OpenAIBackend
 from agentgym_envs.generation.transformers import TransformersBackend
@@ -235,3 +245,23 @@ def test_openai_backend_sends_each_turn_of_a_batch_concurrently():
     assert [m["role"] for m in last["messages"]] == ["system", "user", "assistant", "user", "assistant", "user"]
     assert last["messages"][2]["content"] == "tree" and last["seed"] == 12
     assert last["messages"] == episodes[1].messages[:6]
+
+
+def test_fork_episode_continues_one_episode_twice_from_a_turn():
+    """The branching seam: a fork shares the history up to its turn, then plays on in its own environment state."""
+    config = RolloutConfig(max_turns=3)
+    env, spare = letter_env(target=9, max_steps=3), letter_env(target=9, max_steps=3)
+
+    def play(ep, env, text):
+        record_turn(ep, env.step(text), None, [], text, False, False, None, config)
+
+    (ep,) = start_episodes([as_worker(env)], [(0, 5, 0)], None, config)
+    play(ep, env, "tree")
+    branch, branch_env = fork_episode(ep, 0, env, spare)
+    assert (branch.parent, branch.branch_turn) == (0, 1) and branch.messages == ep.messages
+    play(ep, env, "tree")
+    play(branch, branch_env, "moon")
+    # the branch's environment carried the point scored before the fork, and the parent's did not see "moon"
+    assert [t.observation for t in ep.turns] == ["Yes, that has an e. Points: 1.", "Yes, that has an e. Points: 2."]
+    assert [t.observation for t in branch.turns] == ["Yes, that has an e. Points: 1.", "No e in that. Points: 1."]
+    assert len(ep.messages) == len(branch.messages) and ep.messages[-1] != branch.messages[-1]

@@ -8,10 +8,16 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from trl_plugins.entropy import logps_and_entropy
-from trl_plugins.hooks import (
+from trl_plugins.aepo import (
     AEPOHook,
     BranchPenaltyState,
+    aepo_branch_probability,
+    aepo_entropy_advantages,
+    aepo_policy_loss,
+    aepo_rollout_budget,
+)
+from trl_plugins.entropy import logps_and_entropy
+from trl_plugins.hooks import (
     EntropyHistory,
     EPOConfig,
     EPOHook,
@@ -19,10 +25,6 @@ from trl_plugins.hooks import (
     HookSpec,
     LossContext,
     LossHookConfigError,
-    aepo_branch_probability,
-    aepo_entropy_advantages,
-    aepo_policy_loss,
-    aepo_rollout_budget,
     apply_loss_hooks,
     build_hooks,
     entropy_metrics,

@@ -1,9 +1,9 @@
 """TRL plugins: multi-turn GRPO and PPO trainers for agentgym environments, advantage estimators and loss hooks.
 
 Layout: ``config`` (``AgentGRPOConfig``, ``AgentPPOConfig``), ``trainer`` (``AgentGRPOTrainer``), ``ppo_trainer``
-(``AgentPPOTrainer``), ``ppo`` (critic, GAE, value loss), ``hooks/`` (the loss-hook interface, EPO, ERC, AEPO, the
-shared reductions and the one loss pipeline), ``rollout`` (AEPO branching and metrics around the rollout engine of
-:mod:`agentgym_envs.engine`, whose names it re-exports), ``advantages`` (estimators),
+(``AgentPPOTrainer``), ``ppo`` (critic, GAE, value loss), ``hooks/`` (the loss-hook interface, EPO, ERC, the shared
+reductions and the one loss pipeline), ``aepo/`` (all of AEPO: its loss hook, its branching rollout on the engine of
+:mod:`agentgym_envs.engine`, its settings), ``advantages`` (estimators),
 ``errors`` (``TrainerError`` and its subclasses).
 
 Importing the package is cheap; the trainer (which imports torch and TRL) loads on first use.
@@ -60,16 +60,16 @@ _LAZY = {
     "EPOConfig": "trl_plugins.hooks",
     "ERCHook": "trl_plugins.hooks",
     "ERCConfig": "trl_plugins.hooks",
-    "AEPOHook": "trl_plugins.hooks",
-    "AEPOConfig": "trl_plugins.hooks",
-    "AEPOBranchConfig": "trl_plugins.hooks",
+    "AEPOHook": "trl_plugins.aepo",
+    "AEPOConfig": "trl_plugins.aepo",
+    "AEPOBranchConfig": "trl_plugins.aepo",
     "PPOConfig": "trl_plugins.ppo",
     "TrainerError": "trl_plugins.errors",
     "TrainerConfigError": "trl_plugins.errors",
     "LossHookConfigError": "trl_plugins.errors",
-    "ChatFormat": "trl_plugins.rollout",
-    "RolloutConfig": "trl_plugins.rollout",
-    "run_episodes": "trl_plugins.rollout",
+    "ChatFormat": "agentgym_envs.engine",
+    "RolloutConfig": "agentgym_envs.engine",
+    "run_episodes": "agentgym_envs.engine",
     "expert_dataset": "trl_plugins.sft",
     "smollm2_dir": "trl_plugins.models",
     "load_smollm2": "trl_plugins.models",

@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -24,12 +25,12 @@ from typing import Any
 
 from trl import GRPOConfig
 
+from agentgym_envs.engine import CONTEXT_MODES, RolloutConfig
 from agentgym_envs.prompts import DEFAULT_SYSTEM_PROMPT, PromptConfig
 from trl_plugins.advantages import ESTIMATORS
+from trl_plugins.aepo.config import AEPOConfig
 from trl_plugins.errors import TrainerConfigError
-from trl_plugins.hooks.aepo import AEPOBranchConfig
 from trl_plugins.ppo import PPOConfig
-from trl_plugins.rollout import CONTEXT_MODES, RolloutConfig
 
 #: TRL loss types the trainer implements: all of TRL 1.16's (others raise at construction).
 SUPPORTED_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "luspo", "sapo", "cispo", "vespo")
@@ -80,12 +81,15 @@ class AgentGRPOConfig(GRPOConfig):
         env_urls: OpenEnv servers started with ``agentgym serve`` to play on instead of local environments
             (``agentgym/Remote-v0``, one per environment, round-robin over the URLs; comma-separated on the
             command line).
-        aepo_branching: AEPO's dynamic entropy-balanced rollout (:class:`~trl_plugins.hooks.aepo.AEPOBranchConfig`):
-            of each task's ``num_generations`` samples (the paper's ``k``), ``m`` are independent rollouts and the
-            rest branch at high-entropy tool-call steps.  ``aepo_beta``, ``aepo_w``, ``aepo_p_branch``,
-            ``aepo_branch_penalty``, ``aepo_entropy_tokens`` and ``aepo_variant`` (``"paper"``, default, or the
-            released code's ``"released"``) are its parameters.  Needs environments with
-            ``snapshot()``/``restore()`` or deepcopy support (DeepSearch, TextCraft).
+        aepo: all of AEPO's settings (:class:`~trl_plugins.aepo.AEPOConfig`; a mapping in YAML, JSON text on the
+            command line): the ``"aepo"`` loss hook's parameters (``coef``, ``eps_low``, ``eps_high``, ``dual_clip``,
+            ``use_old_entropy``; used when ``loss_hooks`` lists ``"aepo"``, ``loss_hook_kwargs["aepo"]`` overriding
+            them) and ``branching`` (:class:`~trl_plugins.aepo.AEPOBranchConfig`, ``None``: off): AEPO's dynamic
+            entropy-balanced rollout, where of each task's ``num_generations`` samples (the paper's ``k``) ``m`` are
+            independent rollouts and the rest branch at high-entropy tool-call steps (``beta``, ``w``,
+            ``p_branch``, ``penalty``, ``entropy_tokens``, ``variant``: ``"paper"``, default, or the released
+            code's ``"released"``).  Branching needs environments with ``snapshot()``/``restore()`` or deepcopy
+            support (DeepSearch, TextCraft).
     """
 
     env_id: str = field(default="agentgym/TextWorld-w2-o3-q4-v0", metadata={"help": "registered environment id"})
@@ -126,16 +130,16 @@ class AgentGRPOConfig(GRPOConfig):
     env_urls: list[str] | str | None = field(
         default=None, metadata={"help": "agentgym serve URLs to play on (comma-separated on the command line)"}
     )
-    aepo_branching: bool = field(default=False, metadata={"help": "AEPO dynamic entropy-balanced rollout"})
-    aepo_beta: float = 0.5
-    aepo_w: float = 0.2
-    aepo_p_branch: float = 0.5
-    aepo_branch_penalty: float = 0.05
-    aepo_entropy_tokens: int = 10
-    aepo_variant: str = field(default="paper", metadata={"help": "AEPO branching: paper or released"})
+    # Typed ``AEPOConfig | str | None`` so that HfArgumentParser/TrlParser read it as text (JSON); YAML and Python
+    # give a mapping or the dataclass. __post_init__ makes it an AEPOConfig.
+    aepo: AEPOConfig | str | None = field(
+        default=None,
+        metadata={"help": 'AEPO settings (JSON): hook parameters and branching, e.g. {"branching": {"w": 0.3}}'},
+    )
 
     def __post_init__(self) -> None:
         self._decode_command_line_values()
+        self.aepo = AEPOConfig.from_value(self.aepo)  # type: ignore[arg-type]
         # Our rollouts own the episode data, so the columns TRL would drop must stay.
         self.remove_unused_columns = False
         if self.bf16 is None and not self.fp16:
@@ -246,22 +250,24 @@ class AgentGRPOConfig(GRPOConfig):
             context_mode=self.context_mode,
             history_turns=self.history_turns,
             prompt=self.prompt_config(),
-            aepo=self.aepo_branch_config(),
         )
 
-    def aepo_branch_config(self) -> AEPOBranchConfig | None:
-        """The AEPO branching settings, or ``None`` when ``aepo_branching`` is off."""
-        if not self.aepo_branching:
-            return None
-        return AEPOBranchConfig(
-            beta=self.aepo_beta,
-            w=self.aepo_w,
-            p_branch=self.aepo_p_branch,
-            penalty=self.aepo_branch_penalty,
-            entropy_tokens=self.aepo_entropy_tokens,
-            seed=self.seed,
-            variant=self.aepo_variant,
-        )
+    def hook_params(self) -> dict[str, dict[str, Any]]:
+        """Parameters per hook name for :func:`~trl_plugins.hooks.build_hooks`: ``loss_hook_kwargs``, and the AEPO
+        hook's from ``aepo`` when ``loss_hooks`` names it (``loss_hook_kwargs["aepo"]`` overrides them)."""
+        params = dict(self.loss_hook_kwargs)  # type: ignore[arg-type]
+        named = {str(h.get("name") if isinstance(h, dict) else h).lower() for h in self.loss_hooks}  # type: ignore[union-attr]
+        if "aepo" in named:
+            params["aepo"] = {**self.aepo.hook_params(), **params.get("aepo", {})}  # type: ignore[union-attr]
+        return params
+
+    def to_dict(self) -> dict[str, Any]:
+        """TRL's ``to_dict`` with typed sub-configs (``aepo``) as plain mappings, so that the settings stay JSON."""
+        out = super().to_dict()
+        for key, value in out.items():
+            if dataclasses.is_dataclass(value) and not isinstance(value, type):
+                out[key] = dataclasses.asdict(value)
+        return out
 
 
 @dataclass

@@ -26,11 +26,11 @@ from accelerate.utils import is_peft_model
 from torch import nn
 from trl.models.utils import disable_gradient_checkpointing
 
+from agentgym_envs.engine import Episode
 from trl_plugins.config import AgentPPOConfig
 from trl_plugins.errors import TrainerConfigError
 from trl_plugins.hooks.reductions import masked_mean
 from trl_plugins.ppo import CriticModel, ValueHead, clipped_value_loss, compute_advantages
-from trl_plugins.rollout import Episode
 from trl_plugins.trainer import AgentGRPOTrainer
 
 __all__ = ["AgentPPOTrainer"]

@@ -8,8 +8,8 @@ bf16 on CUDA and ``num_iterations > 1`` all work as in ``GRPOTrainer``.  What ch
   repeats each task ``num_generations`` times with one seed, so the G episodes of a group play
   the same task.
 * **Generation** (:meth:`AgentGRPOTrainer._generate_and_score_completions`): token-exact
-  multi-turn rollouts (:mod:`trl_plugins.rollout`), all live episodes in one ``generate`` call per
-  turn.  Environment tokens have ``tool_mask = 0``: no loss, and left out of every statistic.
+  multi-turn rollouts (:mod:`agentgym_envs.engine`; AEPO's branching rollout: :mod:`trl_plugins.aepo`), all
+  live episodes in one ``generate`` call per turn.  Environment tokens have ``tool_mask = 0``: no loss, and left out of every statistic.
 * **Advantages**: per turn, from :mod:`trl_plugins.advantages` (``advantage_estimator``).
 * **Loss** (:meth:`AgentGRPOTrainer._compute_loss`): the one pipeline of :mod:`trl_plugins.hooks.compose`
   (PPO-clip, the configured :class:`~trl_plugins.hooks.LossHook` s in the documented order, TRL's reductions).
@@ -52,12 +52,13 @@ from trl.trainer.utils import pad, use_adapter
 
 import agentgym_envs  # noqa: F401 - registers the environments
 from agentgym_envs.core import as_text_env
-from agentgym_envs.engine.engine import CallableBackend
+from agentgym_envs.engine import CallableBackend, ChatFormat, Episode, RolloutStats, episode_metrics, run_episodes
 from agentgym_envs.generation.base import SamplingSettings
 from agentgym_envs.generation.transformers import TransformersBackend
 from agentgym_envs.prompts import first_messages
 from agentgym_envs.registry import make_env
 from trl_plugins.advantages import turn_advantages
+from trl_plugins.aepo import BranchingStats, action_entropies, run_branching_episodes
 from trl_plugins.config import AgentGRPOConfig, AgentPPOConfig
 from trl_plugins.errors import TrainerConfigError
 from trl_plugins.hooks import (
@@ -71,7 +72,6 @@ from trl_plugins.hooks import (
     entropy_metrics,
 )
 from trl_plugins.hooks.reductions import masked_mean, per_token_kl
-from trl_plugins.rollout import ChatFormat, Episode, RolloutStats, action_entropies, episode_metrics, run_episodes
 from trl_plugins.sampling import sample_batch
 from trl_plugins.vllm_colocate import importance_sampling_ratio, sampling_logps
 
@@ -198,7 +198,7 @@ class AgentGRPOTrainer(GRPOTrainer):
             probe.close()
             self._env_pool.clear()
         self.generation_backend = self.make_generation_backend()
-        self.loss_hooks: list[LossHook] = build_hooks([*args.loss_hooks, *(loss_hooks or [])], args.loss_hook_kwargs)
+        self.loss_hooks: list[LossHook] = build_hooks([*args.loss_hooks, *(loss_hooks or [])], args.hook_params())
         for hook in self.loss_hooks:  # EPO's released-code gating counts turns against the rollout's turn limit
             if isinstance(hook, EPOHook) and hook.config.released_max_step is None:
                 hook.config.released_max_step = args.max_turns
@@ -237,7 +237,7 @@ class AgentGRPOTrainer(GRPOTrainer):
     def _resolve_env_workers(args: AgentGRPOConfig, custom_factory: bool) -> str:
         from agentgym_envs.engine import default_worker_kind
 
-        if custom_factory or args.env_urls or args.aepo_branching:
+        if custom_factory or args.env_urls or args.aepo.branching is not None:
             return "inprocess"  # built by a callable here, played on a server, or copied by AEPO's branching
         return default_worker_kind(args.env_id) if args.env_workers == "auto" else args.env_workers
 
@@ -507,18 +507,28 @@ class AgentGRPOTrainer(GRPOTrainer):
                     samples.append(sample)
         return samples
 
+    def _play_episodes(self, tasks: list[tuple[Any, int | None, Any]]) -> tuple[list[Episode], RolloutStats]:
+        """The batch's episodes and their stats: the engine's rollout, or AEPO's branching one (``aepo.branching``)."""
+        branching = self.args.aepo.branching
+        envs, backend = self._envs(len(tasks)), self.generation_backend
+        if branching is None:
+            stats = RolloutStats()
+            return run_episodes(envs, tasks, backend, self.chat_format, self.rollout_config, stats), stats
+        stats = BranchingStats()
+        episodes = run_branching_episodes(
+            envs, tasks, backend, self.chat_format, self.rollout_config, entropy_fn=self.action_entropies,
+            branching=branching, stats=stats, rng=self._aepo_rng,
+        )
+        return episodes, stats
+
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         device = self.accelerator.device
         mode = "train" if self.model.training else "eval"
         tasks = [self._row_task(row) for row in inputs]
-        stats = RolloutStats()
         if self.generation_backend is None:  # closed at the end of an earlier train()
             self.generation_backend = self.make_generation_backend()
         self.sync_vllm_weights()
-        episodes = run_episodes(
-            self._envs(len(tasks)), tasks, self.generation_backend, self.chat_format, self.rollout_config, stats,
-            entropy_fn=self.action_entropies, rng=self._aepo_rng,
-        )
+        episodes, stats = self._play_episodes(tasks)
         self.last_episodes, self.last_rollout_stats = list(episodes), stats
         advantages = self.episode_advantages(episodes)
         samples = self._samples(episodes, advantages)
@@ -638,14 +648,9 @@ class AgentGRPOTrainer(GRPOTrainer):
         metrics["rollout/generate_seconds"].append(stats.generate_seconds)
         metrics["rollout/env_seconds"].append(stats.env_seconds)
         metrics["rollout/tokens_per_second"].append(stats.model_tokens / max(stats.seconds, 1e-9))
-        if self.rollout_config.aepo is not None:
-            metrics["aepo/independent_rollouts"].append(float(stats.independent))
-            metrics["aepo/branches"].append(float(stats.branches))
-            metrics["aepo/branch_decisions"].append(float(stats.branch_decisions))
-            metrics["aepo/fallback_independent"].append(float(stats.fallback_independent))
-            for name, values in (("root_entropy", stats.root_entropy), ("tool_entropy", stats.tool_entropy)):
-                if values:
-                    metrics[f"aepo/{name}"].append(sum(values) / len(values))
+        if isinstance(stats, BranchingStats):
+            for key, value in stats.metrics().items():
+                metrics[key].append(value)
         lengths = loss_mask.sum(-1).float()
         metrics["completions/mean_length"].append(lengths.mean().item())
         if mode == "train":

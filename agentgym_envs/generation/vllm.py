@@ -330,7 +330,7 @@ class VLLMBackend:
     # -- adapters ---------------------------------------------------------------------------------------------
 
     def generate_fn(self, record: list[list[GenerationOutput]] | None = None) -> Callable[[list[list[int]], int], list[list[int]]]:
-        """This backend as a ``generate_fn(contexts, max_new_tokens) -> ids`` for ``trl_plugins.rollout.run_episodes``.
+        """This backend as a ``generate_fn(contexts, max_new_tokens) -> ids`` for ``agentgym_envs.engine.run_episodes``.
 
         Each call's outputs (with log-probs) are appended to ``record`` when given.
 

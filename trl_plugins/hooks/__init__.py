@@ -6,11 +6,12 @@
                    ``masked_whiten``, ``entropy_metrics``, ``ppo_clip_token_loss``, ...)
 ``epo``            EPO: ``EPOHook``, ``EPOConfig``, ``EntropyHistory``, ``epo_entropy_loss``, ...
 ``erc``            ERC: ``ERCHook``, ``ERCConfig``, ``entropy_ratio_mask``, ``erc_token_loss``
-``aepo``           AEPO, loss and rollout: ``AEPOHook``, ``AEPOConfig``, ``AEPOBranchConfig``,
-                   ``BranchPenaltyState``, ``aepo_rollout_budget``, ``aepo_branch_probability``, ...
 ``compose``        ``build_hooks`` (the one builder), ``compose_loss`` / ``apply_loss_hooks`` (the one pipeline),
                    ``reduce_token_loss`` (TRL's reductions of every ``loss_type``)
 =================  ==========================================================================================
+
+AEPO, which has a rollout half too, is its own package (:mod:`trl_plugins.aepo`); its hook is found here by the
+name ``"aepo"`` all the same.
 
 Example:
     >>> import torch
@@ -25,16 +26,6 @@ Example:
 from __future__ import annotations
 
 from trl_plugins.errors import LossHookConfigError
-from trl_plugins.hooks.aepo import (
-    AEPOBranchConfig,
-    AEPOConfig,
-    AEPOHook,
-    BranchPenaltyState,
-    aepo_branch_probability,
-    aepo_entropy_advantages,
-    aepo_policy_loss,
-    aepo_rollout_budget,
-)
 from trl_plugins.hooks.base import LossContext, LossHook, MetricAccumulator, require_input
 from trl_plugins.hooks.compose import (
     HOOKS,
@@ -64,10 +55,6 @@ __all__ = [
     "HOOKS",
     "LOSS_TYPES",
     "UNSCALED_LOSS_TYPES",
-    "AEPOBranchConfig",
-    "AEPOConfig",
-    "AEPOHook",
-    "BranchPenaltyState",
     "EPOConfig",
     "EPOHook",
     "ERCConfig",
@@ -79,10 +66,6 @@ __all__ = [
     "LossHookConfigError",
     "LossTerms",
     "MetricAccumulator",
-    "aepo_branch_probability",
-    "aepo_entropy_advantages",
-    "aepo_policy_loss",
-    "aepo_rollout_budget",
     "apply_loss_hooks",
     "build_hooks",
     "clip_regions",

@@ -13,8 +13,7 @@ import pytest
 from process_checks import descendants
 
 from agentgym_envs.errors import PolicyError, SuiteError
-from agentgym_envs.eval import leaderboard
-from agentgym_envs.eval.leaderboard import Suite, SuiteEntry, load_suite, pass_at_k, run_leaderboard
+from agentgym_envs.eval import Suite, SuiteEntry, load_suite, pass_at_k, report, results, run_leaderboard, runner
 from agentgym_envs.eval.policies import HFPolicy, OpenAIPolicy, make_policy
 
 SUITE = Suite(
@@ -59,7 +58,7 @@ def test_an_interrupted_run_resumes_without_redoing_episodes(tmp_path) -> None:
     with (tmp_path / "episodes.jsonl").open("a") as handle:
         handle.write('{"policy": "expert", "env_id": "cut sh')  # a line cut short by a kill
     run_leaderboard(suite, ["random", "expert"], tmp_path, progress=False)
-    records = leaderboard.read_results([tmp_path / "episodes.jsonl"])
+    records = results.read_results([tmp_path / "episodes.jsonl"])
     assert len(records) == 4
     assert (tmp_path / "episodes.jsonl").read_text().startswith(first)  # the first three were not played again
     keys = [(r["policy"], r["task_index"]) for r in records]
@@ -185,20 +184,20 @@ def test_merge_keeps_runs_with_different_settings_apart_and_counts_duplicates(tm
 
 def test_model_settings_and_files_are_part_of_an_episodes_key(tmp_path) -> None:
     entry = TEXTCRAFT.entries[0]
-    scripted = [leaderboard.episode_settings("random", entry, 0, t, 48) for t in (0.0, 0.7)]
+    scripted = [results.episode_settings("random", entry, 0, t, 48) for t in (0.0, 0.7)]
     assert scripted[0] == scripted[1]
     folder = tmp_path / "model"
     folder.mkdir()
     (folder / "config.json").write_text("{}")
     (folder / "model.safetensors").write_bytes(b"1234")
     spec = f"hf:{folder}"
-    first = leaderboard.episode_settings(spec, entry, 0, 0.7, 48)
-    assert first != leaderboard.episode_settings(spec, entry, 0, 0.0, 48)
-    assert first != leaderboard.episode_settings(spec, entry, 0, 0.7, 32)
+    first = results.episode_settings(spec, entry, 0, 0.7, 48)
+    assert first != results.episode_settings(spec, entry, 0, 0.0, 48)
+    assert first != results.episode_settings(spec, entry, 0, 0.7, 32)
     (folder / "model.safetensors").write_bytes(b"123456")  # retrained weights
-    assert leaderboard.settings_key(first) != leaderboard.settings_key(leaderboard.episode_settings(spec, entry, 0, 0.7, 48))
+    assert results.settings_key(first) != results.settings_key(results.episode_settings(spec, entry, 0, 0.7, 48))
     other_format = SuiteEntry(entry.env_id, 2, {"max_steps": 8, "action_format": "json"})
-    assert leaderboard.episode_settings("random", other_format, 0, 0.7, 48)["action_format"] == "json"
+    assert results.episode_settings("random", other_format, 0, 0.7, 48)["action_format"] == "json"
 
 
 def test_a_suite_skips_an_environment_whose_data_is_missing(tmp_path) -> None:
@@ -239,7 +238,7 @@ def test_the_chart_shows_zero_bars_and_colours_each_policys_error_bars(tmp_path)
     rows = run_leaderboard(TEXTCRAFT, ["expert", "random"], tmp_path, progress=False)
     by = {r["policy"]: r for r in rows}
     random_rate = by["random"]["success_rate"]
-    fig = leaderboard.chart_figure([r for r in rows if r["level"] == "environment"], "test")
+    fig = report.chart_figure([r for r in rows if r["level"] == "environment"], "test")
     ax = fig.axes[0]
     labels = [t.get_text() for t in ax.texts]
     assert "100%" in labels and f"{random_rate:.0%}" in labels
@@ -269,7 +268,7 @@ def test_results_lines_that_are_not_episode_records_are_set_aside(tmp_path) -> N
     path = tmp_path / "episodes.jsonl"
     path.write_text('{"policy": "x"}\n[1, 2]\n{"policy": "expert", "env_id": "e", "task_index": "a", "sample": 0}\n')
     with pytest.warns(UserWarning, match="3 line"):
-        loaded = leaderboard.load_results([path])
+        loaded = results.load_results([path])
     assert loaded.records == [] and loaded.set_aside == 3
 
 
@@ -319,7 +318,7 @@ def test_the_batch_path_gives_the_same_results_as_the_sequential_path_for_a_gree
     config = RolloutConfig(max_new_tokens=12, max_context_tokens=8192, reply="text", first_line_only=True)
     batched = run_episodes(envs, [(envs[0].unwrapped.task_ids[i], i, i) for i in range(4)], backend, fmt, config)
     for i, ep in enumerate(batched):
-        play_episode(leaderboard._FixedTask(envs[0], envs[0].unwrapped.task_ids[i]), policy, i)
+        play_episode(runner._FixedTask(envs[0], envs[0].unwrapped.task_ids[i]), policy, i)
         assert ep.messages[:-1] == policy.conversation.messages
     replies = [t for ep in batched for t in ep.turns]
     assert any(t.hit_token_limit for t in replies)  # ran to max_new_tokens

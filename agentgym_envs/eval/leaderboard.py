@@ -59,6 +59,3 @@ def __getattr__(name: str) -> Any:
     )
     return getattr(importlib.import_module(module), name)
 
-
-def __dir__() -> list[str]:
-    return __all__

@@ -199,7 +199,9 @@ def load_results(paths: Iterable[Path], suite: Suite | None = None) -> LoadedRes
         []
     """
     seen: dict[tuple, dict[str, Any]] = {}
-    tasks = {entry.env_id: entry.tasks for entry in suite.entries} if suite is not None else {}
+    tasks: dict[str, int] = {}  # the most tasks the suite plays of each environment
+    for entry in suite.entries if suite is not None else ():
+        tasks[entry.env_id] = max(tasks.get(entry.env_id, 0), entry.tasks)
     loaded = LoadedResults([])
     reasons: Counter[str] = Counter()
     for line in _lines(paths):

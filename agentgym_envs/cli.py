@@ -168,47 +168,65 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
-    from agentgym_envs.eval import leaderboard
+    from agentgym_envs.eval.results import RESULTS_FILE
 
     if args.merge:
         missing = [str(path) for path in args.merge if not path.is_file()]
         if missing:
             print(f"error: results file(s) not found: {', '.join(missing)}", file=sys.stderr)
             return 2
-        loaded = leaderboard.load_results(args.merge)
-        rows = leaderboard.summarize_results(loaded.records)
-        if not rows:
-            print(f"error: no episode records in {', '.join(map(str, args.merge))}", file=sys.stderr)
+        merged = _merge_results(args.merge, args.out)
+        if merged is None:
             return 2
-        notes = [f"merged {len(loaded.records)} episodes from {len(args.merge)} file(s)"]
-        if loaded.duplicates:
-            notes.append(f"{loaded.duplicates} duplicate episodes (same policy, task, sample and settings) "
-                         "were counted once")
-        print("[leaderboard] " + "; ".join(notes))
-        paths = leaderboard.write_reports(rows, args.out, "merged results", notes=notes)
-        records = loaded.records
+        paths, records = merged
     else:
-        suite = leaderboard.load_suite(args.suite, tasks=args.tasks, samples=args.samples)
-        policies = (
-            [p.strip() for p in args.policy.split(",") if p.strip()] if args.policy else list(leaderboard.default_policies())
-        )
+        from agentgym_envs.eval.policies import default_policies
+        from agentgym_envs.eval.results import read_results
+        from agentgym_envs.eval.runner import run_leaderboard
+        from agentgym_envs.eval.suite import load_suite
+
+        suite = load_suite(args.suite, tasks=args.tasks, samples=args.samples)
+        policies = [p.strip() for p in args.policy.split(",") if p.strip()] if args.policy else list(default_policies())
         try:
-            rows = leaderboard.run_leaderboard(
+            run_leaderboard(
                 suite, policies, args.out, seed=args.seed, max_episodes=args.max_episodes,
                 temperature=args.temperature, max_new_tokens=args.max_new_tokens, batch=not args.sequential,
                 threads=args.threads, batch_size=args.batch_size, env_workers=args.env_workers,
                 env_processes=args.env_processes,
             )
         except KeyboardInterrupt:
-            print(f"\ninterrupted: finished episodes are in {args.out / leaderboard.RESULTS_FILE}; run again to resume")
+            print(f"\ninterrupted: finished episodes are in {args.out / RESULTS_FILE}; run again to resume")
             return 130
         paths = {name: args.out / f"leaderboard.{ext}" for name, ext in (("markdown", "md"), ("csv", "csv"), ("chart", "png"))}
-        records = leaderboard.read_results([args.out / leaderboard.RESULTS_FILE])
+        records = read_results([args.out / RESULTS_FILE])
     if args.hf_dataset:
-        paths["dataset"] = leaderboard.write_hf_dataset(records, args.hf_dataset)
+        from agentgym_envs.eval.report import write_hf_dataset
+
+        paths["dataset"] = write_hf_dataset(records, args.hf_dataset)
     print((args.out / "leaderboard.md").read_text())
     print("written: " + ", ".join(str(p) for p in paths.values()))
     return 0
+
+
+def _merge_results(files: list[Path], out: Path) -> tuple[dict[str, Path], list[dict[str, Any]]] | None:
+    """``leaderboard --merge``: one table from several results files (``None`` when they hold no episode)."""
+    from agentgym_envs.eval.report import summarize_results, write_reports
+    from agentgym_envs.eval.results import load_results
+
+    loaded = load_results(files)
+    rows = summarize_results(loaded.records)
+    if not rows:
+        print(f"error: no episode records in {', '.join(map(str, files))}", file=sys.stderr)
+        return None
+    notes = [f"merged {len(loaded.records)} episodes from {len(files)} file(s)"]
+    if loaded.duplicates:
+        notes.append(f"{loaded.duplicates} duplicate episodes (same policy, task, sample and settings) "
+                     "were counted once")
+    if loaded.set_aside:
+        why = ", ".join(f"{count} {reason}" for reason, count in loaded.reasons.items())
+        notes.append(f"{loaded.set_aside} line(s) that are not valid episode records were set aside ({why})")
+    print("[leaderboard] " + "; ".join(notes))
+    return write_reports(rows, out, "merged results", notes=notes), loaded.records
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -265,3 +265,32 @@ def test_fork_episode_continues_one_episode_twice_from_a_turn():
     assert [t.observation for t in ep.turns] == ["Yes, that has an e. Points: 1.", "Yes, that has an e. Points: 2."]
     assert [t.observation for t in branch.turns] == ["Yes, that has an e. Points: 1.", "No e in that. Points: 1."]
     assert len(ep.messages) == len(branch.messages) and ep.messages[-1] != branch.messages[-1]
+
+
+@pytest.mark.parametrize("bad_id", [-1, 10**6], ids=["negative", "out_of_vocabulary"])
+def test_a_reply_with_ids_that_name_no_token_ends_that_episode_with_a_generation_error(tok, bad_id):
+    fmt = ChatFormat(tok)
+    tree = tok("tree", add_special_tokens=False)["input_ids"]
+
+    def generate(contexts, max_new_tokens):  # the second context's second turn gets a broken reply
+        replies = []
+        for row, ctx in enumerate(contexts):
+            broken = row == 1 and ctx.count(tok.eos_token_id) >= 3  # one earlier turn closed
+            replies.append([*tree[:1], bad_id, tok.eos_token_id] if broken else [*tree, tok.eos_token_id])
+        return replies
+
+    envs = [letter_env(target=9, max_steps=3), letter_env(target=9, max_steps=3)]
+    stats = RolloutStats()
+    healthy, broken = run_episodes(envs, [(0, 0, 0), (1, 1, 1)], generate, fmt, RolloutConfig(max_turns=3), stats)
+    assert (broken.done, broken.truncated, broken.truncation_reason) == (True, True, "generation_error")
+    assert len(broken.turns) == 1 and str(bad_id) in broken.info["error"]
+    assert broken.turns[-1].env_ids == []  # the sequence ends with the model's last good turn
+    assert (healthy.truncation_reason, len(healthy.turns)) == ("step_limit", 3)
+    # The synchronous one-episode path (apply_action) gives the same outcome.
+    from agentgym_envs.engine import apply_action
+
+    env = letter_env(target=9, max_steps=3)
+    (episode,) = start_episodes([as_worker(env)], [(0, 0, 0)], fmt, RolloutConfig())
+    apply_action(episode, env, [], [bad_id], fmt, RolloutConfig())
+    env.close()
+    assert episode.truncation_reason == "generation_error" and not episode.turns

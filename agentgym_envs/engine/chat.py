@@ -109,6 +109,15 @@ class ChatFormat:
         """The text of sampled ids without special tokens (what the environment receives)."""
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
+    def invalid_ids(self, ids: Sequence[int]) -> list[int]:
+        """The ids a backend returned that name no token: negative, or at least ``len(tokenizer)``.
+
+        A model whose embedding is padded past the tokenizer (or a faulty backend) can return them; decoding
+        would drop them silently or fail, so the engine ends such an episode with ``"generation_error"``.
+        """
+        size = len(self.tokenizer)
+        return [int(i) for i in ids if not 0 <= int(i) < size]
+
     def prompt_ids(self, messages: Sequence[dict[str, str]]) -> list[int]:
         """The opening messages with the generation prompt."""
         return self.encode(self.render(messages, add_generation_prompt=True))

@@ -192,6 +192,13 @@ class Episode:
         self.truncated = truncated
         self.truncation_reason = reason
 
+    def _end_on_generation_error(self, error: str) -> None:
+        """End the episode before its next turn: the backend's reply cannot be a turn (``info["error"]`` says why)."""
+        self.info = {**self.info, "error": error}
+        self._end("generation_error", truncated=True)
+        if self.turns:  # as at the context budget: the sequence ends with the model's last turn
+            self.turns[-1].env_ids = []
+
 
 @dataclass
 class RolloutStats:
@@ -229,7 +236,7 @@ def episode_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
         "turn_token_limit_rate": sum(t.hit_token_limit for t in turns) / nt,
         "truncation_rate": sum(ep.truncated for ep in episodes) / n,
     }
-    for reason in ("step_limit", "max_turns", "context_budget", "crash"):
+    for reason in ("step_limit", "max_turns", "context_budget", "crash", "generation_error"):
         out[f"truncated_{reason}"] = sum(ep.truncation_reason == reason for ep in episodes) / n
     return out
 

@@ -37,7 +37,9 @@ limit (``"step_limit"``), a simulator crash or any other exception escaping the 
 ``step`` (``"crash"``, with ``info["error"]``), ``max_turns`` (``"max_turns"``) and the context
 budget (``"context_budget"``: the next turn would not fit into ``max_context_tokens``; the sequence
 then ends with the last model turn, within the budget; an opening prompt that does not fit ends the
-episode before its first turn).  A turn that hits ``max_new_tokens`` is sent to the environment as it
+episode before its first turn); a reply with ids that name no token (negative, or past the tokenizer's
+vocabulary) ends the episode before that turn with ``"generation_error"`` (``info["error"]`` says which).
+A turn that hits ``max_new_tokens`` is sent to the environment as it
 is and counted in ``Turn.hit_token_limit``.
 
 Example:
@@ -256,6 +258,8 @@ def apply_action(
     if not isinstance(output, GenerationOutput):
         ids = list(output)
         output = GenerationOutput(ids, None, "stop" if fmt.ends_turn(ids) else "length")
+    if _bad_reply(ep, output, fmt):
+        return
     action_ids, text, ended, hit = reply_of(output, fmt, config)
     worker = as_worker(env)
     worker.step_async(text)
@@ -493,6 +497,8 @@ def _generate_and_submit(
                 text = text.split("\n", 1)[0]
             reply: tuple = ([], text, False, output.finish_reason == "length", None)
         else:
+            if _bad_reply(episodes[i], output, fmt):  # type: ignore[arg-type]
+                continue
             stats.model_tokens += len(output.ids)
             reply = (*reply_of(output, fmt, config), output.logprobs)  # type: ignore[arg-type]
         workers[i].step_async(reply[1])
@@ -501,6 +507,17 @@ def _generate_and_submit(
     for i in live:
         shares[i] += (time.perf_counter() - t0) / len(live)
     return submitted
+
+
+def _bad_reply(ep: Episode, output: GenerationOutput, fmt: ChatFormat) -> bool:
+    """End ``ep`` with ``"generation_error"`` if ``output`` holds ids that name no token; True if it did."""
+    bad = fmt.invalid_ids(output.ids)
+    if bad:
+        ep._end_on_generation_error(
+            f"GenerationError: the backend returned token ids outside the vocabulary [0, {len(fmt.tokenizer)}): "
+            f"{bad[:5]}"
+        )
+    return bool(bad)
 
 
 def _turn_seed(ep: Episode) -> int | None:

@@ -33,11 +33,11 @@ from typing import Any
 
 import gymnasium as gym
 
-from agentgym_envs.engine.workers import PROCESS_FAMILIES
 from agentgym_envs.errors import DataNotFoundError, MissingDependencyError, SuiteError
 from agentgym_envs.eval.episodes import play_episode, transcript_record, transcript_turn, wilson_interval
 from agentgym_envs.eval.policies import SCRIPTED_POLICIES, HFPolicy, Policy, check_policy_spec, make_policy
 from agentgym_envs.registry import make, with_step_limit
+from agentgym_envs.workers import default_worker_kind
 
 RESULTS_FILE = "episodes.jsonl"
 
@@ -59,7 +59,7 @@ def default_policies() -> tuple[str, ...]:
     return ("random", "expert", "vllm:smollm2" if importlib.util.find_spec("vllm") else "smollm2")
 
 
-#: Where a model policy's batched environments step: ``"auto"`` (by family, :data:`PROCESS_FAMILIES`),
+#: Where a model policy's batched environments step: ``"auto"`` (by family: :func:`default_worker_kind`),
 #: ``"inprocess"`` (all in this process) or ``"process"`` (all in worker processes).
 ENV_WORKER_MODES = ("auto", "inprocess", "process")
 
@@ -258,7 +258,7 @@ def policy_fingerprint(spec: str) -> str:
         'openai:http://127.0.0.1:8000/v1#qwen'
     """
     if spec == "smollm2":
-        from agentgym_envs.eval.models import smollm2_gguf
+        from agentgym_envs.models import smollm2_gguf
 
         try:
             return "smollm2:" + _files_digest([smollm2_gguf()])
@@ -316,7 +316,7 @@ def run_leaderboard(
     (default: :func:`default_threads`); it is printed.
 
     ``env_workers`` says where the environments of a batch step (:func:`env_worker_kind`): ``"auto"``
-    (default) puts the slow families (:data:`PROCESS_FAMILIES`) in worker processes, so their steps run in
+    (default) puts the slow families (:func:`default_worker_kind`) in worker processes, so their steps run in
     parallel, and keeps the fast ones in this process; ``"process"`` and ``"inprocess"`` force one or the
     other.  The worker processes of a batch are at most ``env_processes`` (default: the number of cores)
     and are all stopped when the batch ends.  Where an environment steps does not change its episodes.
@@ -519,17 +519,17 @@ def _env_kwargs(entry: SuiteEntry, policy: Policy) -> dict[str, Any]:
     return with_step_limit({"split": "test", **policy.env_kwargs, **entry.kwargs})
 
 
-def env_worker_kind(mode: str, family: str) -> str:
-    """Where an environment of ``family`` steps in a batch under ``env_workers=mode``: ``"process"`` or ``"inprocess"``.
+def env_worker_kind(mode: str, env_id: str) -> str:
+    """Where an environment of ``env_id`` steps in a batch under ``env_workers=mode``: ``"process"`` or ``"inprocess"``.
 
     Example:
-        >>> env_worker_kind("auto", "scienceworld"), env_worker_kind("auto", "textcraft")
+        >>> env_worker_kind("auto", "agentgym/ScienceWorld-v0"), env_worker_kind("auto", "agentgym/TextCraft-v0")
         ('process', 'inprocess')
-        >>> env_worker_kind("process", "textcraft")
+        >>> env_worker_kind("process", "agentgym/TextCraft-v0")
         'process'
     """
     if mode == "auto":
-        return "process" if family in PROCESS_FAMILIES else "inprocess"
+        return default_worker_kind(env_id)
     if mode not in ENV_WORKER_MODES:
         raise ValueError(f"env_workers must be one of {', '.join(ENV_WORKER_MODES)}, got {mode!r}")
     return mode
@@ -622,13 +622,13 @@ def _batch_envs(
     for k, (entry, _, _) in enumerate(items):
         positions.setdefault(entry.env_id, []).append(k)
     entries = {entry.env_id: entry for entry, _, _ in items}
-    in_processes = [e for e in positions if env_worker_kind(placement.mode, probes[e].family) == "process"]
+    in_processes = [e for e in positions if env_worker_kind(placement.mode, e) == "process"]
     total = sum(len(positions[e]) for e in in_processes)
     envs: list[Any] = [None] * len(items)
     for env_id, where in positions.items():
         entry = entries[env_id]
         if env_id in in_processes:
-            from agentgym_envs.engine import make_workers
+            from agentgym_envs.workers import make_workers
 
             # The processes are shared among the environments in proportion to their episodes (at least one each).
             share = max(1, placement.processes * len(where) // total)

@@ -34,7 +34,6 @@ from agentgym_envs.engine.chat import ChatFormat, stop_ids_for
 from agentgym_envs.engine.engine import (
     CallableBackend,
     GenerateFn,
-    InProcessWorker,
     apply_action,
     as_backend,
     as_worker,
@@ -44,6 +43,7 @@ from agentgym_envs.engine.engine import (
 )
 from agentgym_envs.engine.episode import CONTEXT_MODES, Episode, RolloutConfig, RolloutStats, Turn, state_key
 from agentgym_envs.generation.base import GenerationBackend, GenerationRequest
+from agentgym_envs.workers import InProcessWorker
 from trl_plugins.hooks.aepo import AEPOBranchConfig, BranchPenaltyState, aepo_rollout_budget
 
 #: ``entropy_fn(contexts, actions) -> mean policy entropy over each action's tokens`` (AEPO branching).

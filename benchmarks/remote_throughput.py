@@ -177,7 +177,7 @@ def overhead(steps: dict[str, int]) -> list[dict[str, Any]]:
     """Steps/s locally, through the server on loopback and in a Ray actor, for each environment."""
     import ray
 
-    from agentgym_envs.remote.ray_workers import RayEnv
+    from agentgym_envs.workers.ray import RayEnv
 
     rows = []
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

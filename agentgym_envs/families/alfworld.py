@@ -85,6 +85,7 @@ FAMILY = Family(
     extra="alfworld",
     requires=("alfworld", "textworld", "fast_downward"),
     description="ALFWorld household tasks (json_2.1.1 games, TextWorld PDDL backend).",
+    worker="process",  # slow PDDL planning steps: 2.2x the episodes/s in worker processes (docs/workers.md)
 )
 
 #: Our task-type names -> ALFWorld's folder prefixes.

@@ -112,7 +112,8 @@ def servers():
     pending = {}
     for name, (env_id, _, available) in FAMILIES.items():
         if available:
-            server = _serve(env_id, "--max-sessions", "4", "--idle-timeout", "0", split="test")
+            server = _serve(env_id, "--max-sessions", "4", "--idle-timeout", "0",
+                            "--client-kwargs", "split,admissible_actions,expert_actions,reward", split="test")
             pending[name] = server
     try:
         for name, server in pending.items():

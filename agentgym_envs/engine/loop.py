@@ -210,7 +210,7 @@ def reply_of(output: GenerationOutput, fmt: ChatFormat, config: RolloutConfig) -
         return ids, text, ended, not ended
     if config.first_line_only and text.strip():
         text = text.split("\n", 1)[0]
-    return fmt.encode(text), text, False, output.finish_reason == "length"
+    return fmt.encode_text(text), text, False, output.finish_reason == "length"
 
 
 def record_turn(

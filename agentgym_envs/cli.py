@@ -306,7 +306,7 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows an option's default in ``--help`` unless it has none (None, False) or the help already says it."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or action.default is False or action.default == [] or "default" in (action.help or ""):
+        if action.default is None or action.default is False or action.default == [] or "(default:" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
 

@@ -60,6 +60,7 @@ from agentgym_envs.registry import make_env
 from trl_plugins.advantages import turn_advantages
 from trl_plugins.config import AgentGRPOConfig, AgentPPOConfig
 from trl_plugins.errors import TrainerConfigError
+from trl_plugins.evaluation import HeldOutEvaluation
 from trl_plugins.hooks import (
     UNSCALED_LOSS_TYPES,
     EPOHook,
@@ -72,6 +73,7 @@ from trl_plugins.hooks import (
 )
 from trl_plugins.hooks.reductions import masked_mean, per_token_kl
 from trl_plugins.rollout import ChatFormat, Episode, RolloutStats, action_entropies, episode_metrics, run_episodes
+from trl_plugins.run_log import MetricsLogCallback
 from trl_plugins.sampling import sample_batch
 from trl_plugins.vllm_colocate import importance_sampling_ratio, sampling_logps
 
@@ -97,7 +99,7 @@ class _HookStepCallback(TrainerCallback):
         self.trainer.close_envs()
 
 
-class AgentGRPOTrainer(GRPOTrainer):
+class AgentGRPOTrainer(HeldOutEvaluation, GRPOTrainer):
     """GRPO (and Dr.GRPO, RLOO, REINFORCE++, GiGPO) on multi-turn episodes of an agentgym environment.
 
     Args:
@@ -174,6 +176,7 @@ class AgentGRPOTrainer(GRPOTrainer):
                 reward_funcs=[environment_reward],
                 args=args,
                 train_dataset=train_dataset,
+                eval_dataset=self.held_out_dataset(args),  # the held-out tasks (trl_plugins.evaluation)
                 processing_class=processing_class,
                 callbacks=callbacks,
                 optimizers=optimizers,
@@ -205,6 +208,7 @@ class AgentGRPOTrainer(GRPOTrainer):
         self._needs_entropy_grad = any(h.needs_entropy for h in self.loss_hooks)
         self._needs_old_entropy = any(h.needs_old_entropy for h in self.loss_hooks)
         self.add_callback(_HookStepCallback(self))
+        self.add_callback(MetricsLogCallback())  # output_dir/metrics.jsonl, whatever report_to says
         self.last_episodes: list[Episode] = []
         self.last_rollout_stats = RolloutStats()
         self._aepo_rng = random.Random(args.seed)  # U(0, 1) draws of AEPO branching
@@ -287,6 +291,7 @@ class AgentGRPOTrainer(GRPOTrainer):
                 env.close()
         self._env_pool.clear()
         self._worker_groups.clear()
+        self.close_eval_envs()
         if self.use_vllm and getattr(self, "generation_backend", None) is not None:
             self.generation_backend.close()
             self.generation_backend = None

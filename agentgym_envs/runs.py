@@ -150,6 +150,7 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, panels: Sequence[
                     if len(low) == len(high) == len(steps):
                         ax.fill_between(steps, low, high, color=colour, alpha=0.15, linewidth=0)
         ax.set_title(panel.title, fontsize="medium")
+        ax.ticklabel_format(axis="y", useOffset=False)  # small changes (entropy) read as values, not offsets
         ax.set_xlabel("step")
         if drawn:
             ax.legend(fontsize="x-small")

@@ -158,18 +158,36 @@ class HeldOutEvaluation:
     model: Any
 
     # ---- the held-out tasks -----------------------------------------------------------------
-    def make_eval_env_factory(self, args: Any) -> Callable[[], gym.Env]:
+    @classmethod
+    def make_eval_env_factory(cls, args: Any) -> Callable[[], gym.Env]:
         """Builds one held-out environment: the training environment's keywords on ``args.eval_env_split``
         (:func:`held_out_env_kwargs`); with ``args.env_urls``, on the servers, round-robin."""
-        kwargs = self.eval_env_kwargs(args)
+        kwargs = cls.eval_env_kwargs(args)
         if args.env_urls:
             urls = itertools.cycle(args.env_urls)
             return lambda: gym.make("agentgym/Remote-v0", url=next(urls), env_id=args.env_id, **kwargs)
         return lambda: make_env(args.env_id, **kwargs)
 
-    def eval_env_kwargs(self, args: Any) -> dict[str, Any]:
+    @classmethod
+    def eval_env_kwargs(cls, args: Any) -> dict[str, Any]:
         """The ``make_env`` keywords of a held-out environment (:func:`held_out_env_kwargs`)."""
-        return held_out_env_kwargs(self.env_make_kwargs(args), args.eval_env_split)  # type: ignore[attr-defined]
+        return held_out_env_kwargs(cls.env_make_kwargs(args), args.eval_env_split)  # type: ignore[attr-defined]
+
+    @classmethod
+    def held_out_task_ids(cls, args: Any) -> list[Hashable]:
+        """The held-out task ids of ``args`` (``eval_tasks`` of ``eval_env_split``), read from one environment.
+
+        Example:
+            >>> from trl_plugins import AgentGRPOConfig, AgentGRPOTrainer
+            >>> AgentGRPOTrainer.held_out_task_ids(AgentGRPOConfig(output_dir="/tmp/x", env_id="agentgym/TextCraft-v0",
+            ...                                                    eval_tasks=2))
+            ['acacia door', 'acacia planks']
+        """
+        probe = cls.make_eval_env_factory(args)()
+        try:
+            return select_tasks(list(as_text_env(probe).task_ids), args.eval_tasks)
+        finally:
+            probe.close()
 
     def held_out_dataset(self, args: Any) -> Dataset | None:
         """Prepare the held-out evaluation; the dataset of its tasks when ``eval_strategy`` is set, else ``None``.
@@ -189,13 +207,9 @@ class HeldOutEvaluation:
 
     @property
     def eval_task_ids(self) -> list[Hashable]:
-        """The held-out task ids (``eval_tasks`` of ``eval_env_split``), read once from one environment."""
+        """This trainer's held-out task ids (:meth:`held_out_task_ids`), read once."""
         if self._eval_task_ids is None:
-            probe = self._eval_env_factory()
-            try:
-                self._eval_task_ids = select_tasks(list(as_text_env(probe).task_ids), self._eval_args.eval_tasks)
-            finally:
-                probe.close()
+            self._eval_task_ids = self.held_out_task_ids(self._eval_args)
         return self._eval_task_ids
 
     def held_out_episodes(self) -> list[tuple[Hashable, int, Hashable]]:

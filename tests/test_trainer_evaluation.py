@@ -78,8 +78,9 @@ def runs(tmp_path_factory) -> dict:
     )
     trainer = AgentGRPOTrainer(tiny_model(tok), args=evaluated, processing_class=tok)
     trainer.train()
-    toy = AgentGRPOConfig(**toy_run_settings(root, output_dir=str(root / "letters"), max_steps=1))
-    AgentGRPOTrainer(tiny_model(tok), args=toy, processing_class=tok, env_factory=letter_env).train()
+    toy = AgentGRPOConfig(**toy_run_settings(root, output_dir=str(root / "letters"), max_steps=1, eval_on_start=True))
+    AgentGRPOTrainer(tiny_model(tok), args=toy, processing_class=tok, env_factory=letter_env,
+                     eval_env_factory=lambda: letter_env(split="test")).train()
     return {"trainer": trainer, "evaluated": Path(evaluated.output_dir), "toy": Path(toy.output_dir)}
 
 
@@ -102,6 +103,15 @@ def test_eval_metrics_appear_on_start_and_at_every_eval_step(runs) -> None:
     assert trainer._eval_pool  # kept for the next evaluation ...
     trainer.close_envs()
     assert not trainer._eval_pool  # ... until close_envs
+
+
+def test_a_custom_env_factory_evaluates_on_its_eval_env_factory(runs, tmp_path) -> None:
+    (start,) = [r for r in records(runs["toy"]) if "eval/success_rate" in r]
+    assert start["step"] == 0 and start["eval/episodes"] == 1  # LetterEnv's test split has one task
+    tok = tiny_tokenizer()
+    args = AgentGRPOConfig(**toy_run_settings(tmp_path, eval_on_start=True))
+    with pytest.raises(TrainerConfigError, match="pass eval_env_factory="):
+        AgentGRPOTrainer(tiny_model(tok), args=args, processing_class=tok, env_factory=letter_env)
 
 
 def test_the_metrics_log_has_one_record_per_logging_step_without_checkpoints(runs) -> None:

@@ -139,6 +139,15 @@ def held_out_metrics(episodes: Sequence[Episode], prefix: str = "eval") -> dict[
     return out
 
 
+def _read_tasks(factory: Callable[[], gym.Env], eval_tasks: Any) -> list[Hashable]:
+    """The held-out tasks (:func:`select_tasks`) of the environments ``factory`` builds, read from one of them."""
+    probe = factory()
+    try:
+        return select_tasks(list(as_text_env(probe).task_ids), eval_tasks)
+    finally:
+        probe.close()
+
+
 class HeldOutEvaluation:
     """Mixin of :class:`~trl_plugins.trainer.AgentGRPOTrainer`: ``evaluate()`` plays the held-out tasks.
 
@@ -183,34 +192,49 @@ class HeldOutEvaluation:
             ...                                                    eval_tasks=2))
             ['acacia door', 'acacia planks']
         """
-        probe = cls.make_eval_env_factory(args)()
-        try:
-            return select_tasks(list(as_text_env(probe).task_ids), args.eval_tasks)
-        finally:
-            probe.close()
+        return _read_tasks(cls.make_eval_env_factory(args), args.eval_tasks)
 
-    def held_out_dataset(self, args: Any) -> Dataset | None:
+    def held_out_dataset(
+        self, args: Any, eval_env_factory: Callable[[], gym.Env] | None = None, custom_env_factory: bool = False
+    ) -> Dataset | None:
         """Prepare the held-out evaluation; the dataset of its tasks when ``eval_strategy`` is set, else ``None``.
 
-        The task list is read (and ``eval_tasks`` checked) here, at construction, only when evaluation is
-        switched on; a direct ``evaluate()`` call reads it on first use.
+        ``eval_env_factory`` (the trainer's argument) builds one held-out environment; without it,
+        :meth:`make_eval_env_factory`, unless the training environments come from a custom ``env_factory``
+        (``custom_env_factory``): what it builds is unknown here, so evaluation then asks for an
+        ``eval_env_factory``.  The task list is read (and ``eval_tasks`` checked) here, at construction, only
+        when evaluation is switched on; a direct ``evaluate()`` call reads it on first use.
         """
         self._eval_args = args
-        self._eval_env_factory = self.make_eval_env_factory(args)
+        self._eval_env_factory: Callable[[], gym.Env] | None = eval_env_factory
+        self._eval_in_workers = False  # whether held-out environments step in workers, as the training ones
+        if eval_env_factory is None and not custom_env_factory:
+            self._eval_env_factory = self.make_eval_env_factory(args)
+            self._eval_in_workers = self.env_worker_kind != "inprocess"
         self._eval_pool: list[Any] = []
         self._eval_worker_groups: list[Any] = []
         self._eval_task_ids: list[Hashable] | None = None
         if str(getattr(args.eval_strategy, "value", args.eval_strategy)) == "no" and not args.eval_on_start:
             return None
         tasks = self.eval_task_ids
-        return Dataset.from_dict({"prompt": [str(t) for t in tasks], "task_index": list(range(len(tasks)))})
+        # For reference only (evaluate() plays the config's tasks): no task_index/task column, which would name
+        # training tasks in TRL's evaluate(eval_dataset) path.
+        return Dataset.from_dict({"prompt": [str(t) for t in tasks], "held_out_task": [str(t) for t in tasks]})
 
     @property
     def eval_task_ids(self) -> list[Hashable]:
         """This trainer's held-out task ids (:meth:`held_out_task_ids`), read once."""
         if self._eval_task_ids is None:
-            self._eval_task_ids = self.held_out_task_ids(self._eval_args)
+            self._eval_task_ids = _read_tasks(self._held_out_env_factory(), self._eval_args.eval_tasks)
         return self._eval_task_ids
+
+    def _held_out_env_factory(self) -> Callable[[], gym.Env]:
+        if self._eval_env_factory is None:
+            raise TrainerConfigError(
+                "held-out evaluation: this trainer's environments come from a custom env_factory, so it cannot tell "
+                "how to build held-out ones; pass eval_env_factory= (one environment of the held-out split)"
+            )
+        return self._eval_env_factory
 
     def held_out_episodes(self) -> list[tuple[Hashable, int, Hashable]]:
         """``(task_id, seed, group)`` of every held-out episode, in a fixed order (sample-major, as the leaderboard)."""
@@ -224,8 +248,9 @@ class HeldOutEvaluation:
     def _eval_envs(self, n: int) -> list[Any]:
         """``n`` held-out environments (or workers, where the training ones are workers), built once and reused."""
         missing = n - len(self._eval_pool)
-        if missing > 0 and self.env_worker_kind == "inprocess":
-            self._eval_pool += [self._eval_env_factory() for _ in range(missing)]
+        if missing > 0 and not self._eval_in_workers:
+            factory = self._held_out_env_factory()
+            self._eval_pool += [factory() for _ in range(missing)]
         elif missing > 0:
             from agentgym_envs.engine import make_workers
 
@@ -315,13 +340,13 @@ class HeldOutEvaluation:
         """Play the held-out tasks and log ``<prefix>/success_rate``, ``/return``, ``/steps``,
         ``/invalid_action_rate`` with their 95 % intervals (see the module docstring).
 
-        ``eval_dataset`` and ``ignore_keys`` (``Trainer.evaluate``'s) are not used: the tasks are the config's.
-        The returned dict also holds ``<prefix>_<name>`` aliases for ``metric_for_best_model``.
+        The returned dict also holds ``<prefix>_<name>`` aliases for ``metric_for_best_model``.  Given an
+        ``eval_dataset`` (rows with a ``task_index`` or ``task`` of the training split, as a ``train_dataset``),
+        this is TRL's ``GRPOTrainer.evaluate`` of those rows instead (``eval_reward``, ``eval_loss``, ...).
         """
         trainer: Any = self
-        if eval_dataset is not None:
-            raise TrainerConfigError("AgentGRPOTrainer.evaluate plays the config's held-out tasks (eval_env_split, "
-                                     "eval_tasks, eval_samples); it takes no eval_dataset")
+        if eval_dataset is not None:  # rows of training tasks: TRL's evaluation (eval_reward, eval_loss, ...)
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)  # type: ignore[misc]
         start = time.perf_counter()
         metrics = held_out_metrics(self.play_held_out(), prefix=metric_key_prefix)
         metrics[f"{metric_key_prefix}/seconds"] = time.perf_counter() - start

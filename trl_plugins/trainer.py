@@ -112,6 +112,8 @@ class AgentGRPOTrainer(HeldOutEvaluation, GRPOTrainer):
         loss_hooks: :class:`~trl_plugins.hooks.LossHook` instances (added after those named in ``args``; the
             whole list goes through :func:`~trl_plugins.hooks.build_hooks`).
         env_factory: builds one environment (default: ``make_env(args.env_id, split="train", ...)``).
+        eval_env_factory: builds one held-out environment for ``evaluate()`` (default: the training environment
+            on ``args.eval_env_split``; needed with a custom ``env_factory``), see :mod:`trl_plugins.evaluation`.
 
     Example:
         >>> trainer = AgentGRPOTrainer(model, args=AgentGRPOConfig(output_dir="runs/x"),
@@ -135,6 +137,7 @@ class AgentGRPOTrainer(HeldOutEvaluation, GRPOTrainer):
         peft_config: Any = None,
         loss_hooks: Sequence[LossHook] | None = None,
         env_factory: Callable[[], gym.Env] | None = None,
+        eval_env_factory: Callable[[], gym.Env] | None = None,
     ):
         if args is None:
             args = self.config_class(output_dir="runs/agentgym")
@@ -176,7 +179,8 @@ class AgentGRPOTrainer(HeldOutEvaluation, GRPOTrainer):
                 reward_funcs=[environment_reward],
                 args=args,
                 train_dataset=train_dataset,
-                eval_dataset=self.held_out_dataset(args),  # the held-out tasks (trl_plugins.evaluation)
+                # the held-out tasks (trl_plugins.evaluation)
+                eval_dataset=self.held_out_dataset(args, eval_env_factory, custom_env_factory=env_factory is not None),
                 processing_class=processing_class,
                 callbacks=callbacks,
                 optimizers=optimizers,

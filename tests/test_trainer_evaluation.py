@@ -64,6 +64,17 @@ def test_eval_settings_are_checked(tmp_path) -> None:
     assert AgentGRPOConfig(output_dir=str(tmp_path), eval_tasks="all").eval_tasks is None
 
 
+def test_eval_settings_from_the_command_line(repo_root) -> None:
+    from trl_plugins.cli import load_train_run
+
+    run = load_train_run(repo_root / "examples" / "tiny_smoke.yaml",
+                         ["--eval_strategy", "steps", "--eval_steps", "5", "--eval_tasks", "[0, 2]",
+                          "--eval_samples", "3", "--eval_temperature", "0.5", "--per_device_eval_batch_size", "5"])
+    args = run.args
+    assert (args.eval_tasks, args.eval_samples, args.eval_temperature, args.eval_steps) == ([0, 2], 3, 0.5, 5)
+    assert load_train_run(repo_root / "examples" / "tiny_smoke.yaml", ["--eval_tasks", "50"]).args.eval_tasks == 50
+
+
 # ---- two tiny runs -------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict:
@@ -159,3 +170,17 @@ def test_an_uninstalled_logger_is_a_one_line_error_naming_the_extra(repo_root, t
     with pytest.raises(TrainerConfigError) as from_the_command_line:
         load_train_run(repo_root / "examples" / "tiny_smoke.yaml", ["--report_to", "wandb"])
     assert str(direct.value) == str(from_the_command_line.value) == message
+
+
+def test_the_ppo_trainer_evaluates_the_same_way(tmp_path) -> None:
+    from trl_plugins import AgentPPOConfig, AgentPPOTrainer
+
+    tok = tiny_tokenizer()
+    args = AgentPPOConfig(**toy_run_settings(tmp_path, eval_samples=3, eval_temperature=1.0))
+    trainer = AgentPPOTrainer(tiny_model(tok), args=args, processing_class=tok, env_factory=letter_env,
+                              eval_env_factory=lambda: letter_env(split="test"))
+    metrics = trainer.evaluate()
+    assert metrics["eval/episodes"] == 3 and 1 <= metrics["eval/steps"] <= 3
+    assert [r for r in trainer.state.log_history if "eval/success_rate" in r]
+    assert (tmp_path / "run" / "metrics.jsonl").is_file()  # an evaluation before train() is logged too
+    trainer.close_envs()

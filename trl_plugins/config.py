@@ -305,8 +305,9 @@ class AgentGRPOConfig(GRPOConfig):
             import warnings
 
             warnings.warn("eval_env_split='train': the evaluation tasks are training tasks, not held out", stacklevel=3)
-        # TRL's eval batches are groups of num_generations_eval completions; held-out episodes are not grouped.
-        if self.num_generations_eval is None:
+        # GRPOConfig wants per_device_eval_batch_size to hold whole groups of num_generations_eval completions when
+        # eval_strategy is set; the held-out evaluation that then runs plays ungrouped episodes.
+        if self.num_generations_eval is None and str(getattr(self.eval_strategy, "value", self.eval_strategy)) != "no":
             self.num_generations_eval = 1
         check_loggers(self.report_to)
 

@@ -49,8 +49,11 @@ class Panel:
 #: What ``agentgym plot`` draws, one panel each, against the optimizer step.
 PANELS: tuple[Panel, ...] = (
     Panel("reward (training episodes)", ("reward",)),
-    Panel("held-out success (95% interval)", ("eval/success_rate",), band=("eval/success_rate_ci_low",
-                                                                           "eval/success_rate_ci_high")),
+    Panel(
+        "held-out success (95% interval)",
+        ("eval/success_rate",),
+        band=("eval/success_rate_ci_low", "eval/success_rate_ci_high"),
+    ),
     Panel("entropy of model tokens", ("entropy",)),
     Panel("KL to the reference", ("kl",)),
     Panel("clip fraction", ("clip_ratio/region_mean", "clip_ratio/low_mean", "clip_ratio/high_mean")),
@@ -141,8 +144,14 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, panels: Sequence[
                 if not steps:
                     continue
                 name = label if len(panel.keys) == 1 else f"{label}: {key}"
-                ax.plot(steps, values, styles[k % len(styles)], color=colour, marker="." if len(steps) < 30 else None,
-                        label=name)
+                ax.plot(
+                    steps,
+                    values,
+                    styles[k % len(styles)],
+                    color=colour,
+                    marker="." if len(steps) < 30 else None,
+                    label=name,
+                )
                 drawn = True
                 if panel.band is not None and k == 0:
                     _, low = series(records, panel.band[0])
@@ -156,7 +165,7 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, panels: Sequence[
             ax.legend(fontsize="x-small")
         else:
             ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes, color="grey")
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.tight_layout()
     path = Path(out)

@@ -26,8 +26,26 @@ def checkpoint(tmp_path_factory):
 def test_rollout_plays_a_saved_model_with_the_leaderboards_records(checkpoint, tmp_path, capsys) -> None:
     out, report = tmp_path / "out", tmp_path / "report.json"
     spec = f"hf:{checkpoint}"
-    args = ["rollout", "agentgym/TextCraft-v0", "--policy", spec, "--tasks", "2", "--samples", "2",
-            "--temperature", "0", "--max-steps", "2", "--max-new-tokens", "4", "--out", str(out), "--json", str(report)]
+    args = [
+        "rollout",
+        "agentgym/TextCraft-v0",
+        "--policy",
+        spec,
+        "--tasks",
+        "2",
+        "--samples",
+        "2",
+        "--temperature",
+        "0",
+        "--max-steps",
+        "2",
+        "--max-new-tokens",
+        "4",
+        "--out",
+        str(out),
+        "--json",
+        str(report),
+    ]
     assert agentgym_main(args) == 0
     printed = capsys.readouterr().out
     assert f"{spec} on agentgym/TextCraft-v0: success 0.0% [0.0%, " in printed and "over 4 episodes" in printed
@@ -47,7 +65,9 @@ def test_rollout_plays_a_saved_model_with_the_leaderboards_records(checkpoint, t
 
 def test_a_checkpoint_that_does_not_exist_is_a_one_line_error(tmp_path, capsys) -> None:
     missing = tmp_path / "runs" / "checkpoint-9"
-    code = agentgym_main(["rollout", "agentgym/TextCraft-v0", "--policy", f"hf:{missing}", "--out", str(tmp_path / "o")])
+    code = agentgym_main(
+        ["rollout", "agentgym/TextCraft-v0", "--policy", f"hf:{missing}", "--out", str(tmp_path / "o")]
+    )
     error = capsys.readouterr().err
     assert code == 2 and len(error.strip().splitlines()) == 1
     assert f"model folder '{missing}' does not exist" in error

@@ -43,8 +43,9 @@ def _one_env_per_family() -> list[tuple[str, dict]]:
 
 @pytest.mark.parametrize(("env_id", "env_kwargs"), _one_env_per_family())
 def test_held_out_tasks_are_disjoint_from_the_training_tasks(env_id, env_kwargs, tmp_path) -> None:
-    args = AgentGRPOConfig(output_dir=str(tmp_path), env_id=env_id, env_kwargs=env_kwargs, eval_tasks="all",
-                           report_to="none")
+    args = AgentGRPOConfig(
+        output_dir=str(tmp_path), env_id=env_id, env_kwargs=env_kwargs, eval_tasks="all", report_to="none"
+    )
     train_env = AgentGRPOTrainer.make_env_factory(args)()  # exactly how the trainer builds its environments
     try:
         training = set(as_text_env(train_env).task_ids)
@@ -56,8 +57,13 @@ def test_held_out_tasks_are_disjoint_from_the_training_tasks(env_id, env_kwargs,
 
 
 def test_eval_settings_are_checked(tmp_path) -> None:
-    for bad in ({"eval_tasks": 0}, {"eval_tasks": "[1, -2]"}, {"eval_tasks": "some"}, {"eval_samples": 0},
-                {"eval_temperature": -1.0}):
+    for bad in (
+        {"eval_tasks": 0},
+        {"eval_tasks": "[1, -2]"},
+        {"eval_tasks": "some"},
+        {"eval_samples": 0},
+        {"eval_temperature": -1.0},
+    ):
         with pytest.raises(TrainerConfigError, match=next(iter(bad))):
             AgentGRPOConfig(output_dir=str(tmp_path), **bad)
     assert AgentGRPOConfig(output_dir=str(tmp_path), eval_tasks="[3, 1]").eval_tasks == [3, 1]
@@ -67,9 +73,23 @@ def test_eval_settings_are_checked(tmp_path) -> None:
 def test_eval_settings_from_the_command_line(repo_root) -> None:
     from trl_plugins.cli import load_train_run
 
-    run = load_train_run(repo_root / "examples" / "tiny_smoke.yaml",
-                         ["--eval_strategy", "steps", "--eval_steps", "5", "--eval_tasks", "[0, 2]",
-                          "--eval_samples", "3", "--eval_temperature", "0.5", "--per_device_eval_batch_size", "5"])
+    run = load_train_run(
+        repo_root / "examples" / "tiny_smoke.yaml",
+        [
+            "--eval_strategy",
+            "steps",
+            "--eval_steps",
+            "5",
+            "--eval_tasks",
+            "[0, 2]",
+            "--eval_samples",
+            "3",
+            "--eval_temperature",
+            "0.5",
+            "--per_device_eval_batch_size",
+            "5",
+        ],
+    )
     args = run.args
     assert (args.eval_tasks, args.eval_samples, args.eval_temperature, args.eval_steps) == ([0, 2], 3, 0.5, 5)
     assert load_train_run(repo_root / "examples" / "tiny_smoke.yaml", ["--eval_tasks", "50"]).args.eval_tasks == 50
@@ -81,17 +101,37 @@ def runs(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("runs")
     tok = tiny_tokenizer()
     evaluated = AgentGRPOConfig(
-        output_dir=str(root / "textcraft-eval"), env_id="agentgym/TextCraft-v0", env_kwargs={"max_steps": 2},
-        num_generations=2, per_device_train_batch_size=2, max_steps=MAX_STEPS, max_turns=2,
-        max_new_tokens_per_turn=3, max_context_tokens=1024, logging_steps=1, save_strategy="no", seed=0,
-        disable_tqdm=True, report_to="tensorboard", eval_strategy="steps", eval_steps=1, eval_on_start=True,
-        eval_tasks=EVAL_TASKS, eval_samples=EVAL_SAMPLES, per_device_eval_batch_size=3,
+        output_dir=str(root / "textcraft-eval"),
+        env_id="agentgym/TextCraft-v0",
+        env_kwargs={"max_steps": 2},
+        num_generations=2,
+        per_device_train_batch_size=2,
+        max_steps=MAX_STEPS,
+        max_turns=2,
+        max_new_tokens_per_turn=3,
+        max_context_tokens=1024,
+        logging_steps=1,
+        save_strategy="no",
+        seed=0,
+        disable_tqdm=True,
+        report_to="tensorboard",
+        eval_strategy="steps",
+        eval_steps=1,
+        eval_on_start=True,
+        eval_tasks=EVAL_TASKS,
+        eval_samples=EVAL_SAMPLES,
+        per_device_eval_batch_size=3,
     )
     trainer = AgentGRPOTrainer(tiny_model(tok), args=evaluated, processing_class=tok)
     trainer.train()
     toy = AgentGRPOConfig(**toy_run_settings(root, output_dir=str(root / "letters"), max_steps=1, eval_on_start=True))
-    AgentGRPOTrainer(tiny_model(tok), args=toy, processing_class=tok, env_factory=letter_env,
-                     eval_env_factory=lambda: letter_env(split="test")).train()
+    AgentGRPOTrainer(
+        tiny_model(tok),
+        args=toy,
+        processing_class=tok,
+        env_factory=letter_env,
+        eval_env_factory=lambda: letter_env(split="test"),
+    ).train()
     return {"trainer": trainer, "evaluated": Path(evaluated.output_dir), "toy": Path(toy.output_dir)}
 
 
@@ -177,8 +217,13 @@ def test_the_ppo_trainer_evaluates_the_same_way(tmp_path) -> None:
 
     tok = tiny_tokenizer()
     args = AgentPPOConfig(**toy_run_settings(tmp_path, eval_samples=3, eval_temperature=1.0))
-    trainer = AgentPPOTrainer(tiny_model(tok), args=args, processing_class=tok, env_factory=letter_env,
-                              eval_env_factory=lambda: letter_env(split="test"))
+    trainer = AgentPPOTrainer(
+        tiny_model(tok),
+        args=args,
+        processing_class=tok,
+        env_factory=letter_env,
+        eval_env_factory=lambda: letter_env(split="test"),
+    )
     metrics = trainer.evaluate()
     assert metrics["eval/episodes"] == 3 and 1 <= metrics["eval/steps"] <= 3
     assert [r for r in trainer.state.log_history if "eval/success_rate" in r]

@@ -91,7 +91,7 @@ def mean_interval(values: Sequence[float], z: float = 1.96) -> tuple[float, floa
 
     Example:
         >>> [round(x, 3) for x in mean_interval([0.0, 1.0, 1.0, 0.0])]
-        [0.01, 0.99]
+        [-0.066, 1.066]
     """
     n = len(values)
     if n == 0:
@@ -255,8 +255,13 @@ class HeldOutEvaluation:
             from agentgym_envs.engine import make_workers
 
             args = self._eval_args
-            group = make_workers(args.env_id, missing, kind=self.env_worker_kind, max_processes=args.env_processes,
-                                 **self.eval_env_kwargs(args))
+            group = make_workers(
+                args.env_id,
+                missing,
+                kind=self.env_worker_kind,
+                max_processes=args.env_processes,
+                **self.eval_env_kwargs(args),
+            )
             self._eval_worker_groups.append(group)
             self._eval_pool += list(group)
         return self._eval_pool[:n]
@@ -305,7 +310,9 @@ class HeldOutEvaluation:
 
         stop = trainer.chat_format.stop_ids
         yield TransformersBackend(
-            trainer.model, trainer._tokenizer.pad_token_id, self.eval_sampling(SamplingSettings(stop_ids=stop)),
+            trainer.model,
+            trainer._tokenizer.pad_token_id,
+            self.eval_sampling(SamplingSettings(stop_ids=stop)),
             model_context=trainer._generation_model,
         )
 

@@ -75,7 +75,7 @@ class MetricsLogCallback(TrainerCallback):
     run's log reads as one run.  Only the main process writes.
 
     Example:
-        >>> trainer.add_callback(MetricsLogCallback())     # doctest: +SKIP  (the trainers add it themselves)
+        >>> trainer.add_callback(MetricsLogCallback())  # the trainers add it themselves  # doctest: +SKIP
     """
 
     def __init__(self) -> None:

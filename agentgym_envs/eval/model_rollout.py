@@ -63,13 +63,18 @@ def rollout_model(
         )
         # This call's episodes only: an ``out`` folder may also hold other settings, tasks or samples.
         records = [
-            r for r in leaderboard.read_results([folder / leaderboard.RESULTS_FILE])
-            if r["policy"] == spec and r["env_id"] == env_id and r.get("settings_key") == key
-            and r["task_index"] < tasks and r["sample"] < samples
+            r
+            for r in leaderboard.read_results([folder / leaderboard.RESULTS_FILE])
+            if r["policy"] == spec
+            and r["env_id"] == env_id
+            and r.get("settings_key") == key
+            and r["task_index"] < tasks
+            and r["sample"] < samples
         ]
     if not records:
         raise SuiteError(f"no episodes of {spec} on {env_id} were played")
     (summary,) = [row for row in leaderboard.summarize_results(records) if row["level"] == "environment"]
     return summary, records
+
 
 __all__ = ["is_model_policy", "rollout_model"]

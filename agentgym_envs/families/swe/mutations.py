@@ -70,13 +70,20 @@ def candidate_mutations(source: str) -> list[Mutation]:
     lines = source.splitlines()
     found: list[Mutation] = []
     docstrings = _docstring_nodes(tree)
+    # Only lines inside functions: a bug in module-level code breaks the import, and with it every test.
+    in_functions = {
+        line
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        for line in range(node.body[0].lineno, node.end_lineno + 1)  # type: ignore[operator]
+    }
     for node in ast.walk(tree):
         # An if/while statement spans its body; only its test has to fit on one line.
         span = node.test if isinstance(node, (ast.If, ast.While)) else node
         if id(node) in docstrings or not hasattr(span, "lineno") or span.lineno != getattr(span, "end_lineno", None):
             continue
         text = lines[node.lineno - 1]
-        if not text.isascii():  # ast offsets count UTF-8 bytes; on ASCII lines they are character offsets
+        if node.lineno not in in_functions or not text.isascii():  # ast offsets count UTF-8 bytes; on ASCII lines they are character offsets
             continue
         for kind, after in _edits(node, text):
             if after != text and _parses(source, node.lineno, after):

@@ -43,9 +43,20 @@ def python_executable() -> str:
     return os.path.realpath(sys.executable)
 
 
-def pytest_command(test_paths: Sequence[str]) -> str:
-    """The shell command that runs ``test_paths`` with pytest in a sandbox prepared by :class:`Workspace`."""
-    return f"python -S -m pytest {PYTEST_OPTIONS} " + " ".join(shlex.quote(p) for p in test_paths)
+def pytest_command(test_paths: Sequence[str], options: str = "", isolated: bool = True) -> str:
+    """The shell command that runs ``test_paths`` with pytest in a sandbox prepared by :class:`Workspace`.
+
+    ``isolated`` runs ``python -S`` (the embedded packages: site-packages hidden); a user's repository runs
+    with its environment's ``python``.
+
+    Example:
+        >>> pytest_command(["tests/test_a.py"])
+        'python -S -m pytest -rA -p no:cacheprovider -o addopts= --tb=short -q tests/test_a.py'
+    """
+    python = "python -S" if isolated else "python"
+    return " ".join([f"{python} -m pytest", PYTEST_OPTIONS, options, *(shlex.quote(p) for p in test_paths)]).replace(
+        "  ", " "
+    )
 
 
 @dataclass
@@ -66,8 +77,17 @@ class Workspace:
     do not count) and runs the instance's tests there.
     """
 
-    def __init__(self, instance: Instance, spec: PackageSpec | None, folder: Path, repo: Path, limits: SandboxLimits):
+    def __init__(
+        self,
+        instance: Instance,
+        spec: PackageSpec | None,
+        folder: Path,
+        repo: Path,
+        limits: SandboxLimits,
+        source: Path | None = None,
+    ):
         self.instance = instance
+        self.source = source
         self.spec = spec
         self.folder = folder
         self.repo = repo
@@ -76,19 +96,28 @@ class Workspace:
 
     # ---- creation --------------------------------------------------------------------------------
     @classmethod
-    def create(cls, instance: Instance, limits: SandboxLimits | None = None, parent: Path | None = None) -> Workspace:
-        """Copy the instance's repository into a new episode folder and make the bug."""
+    def create(
+        cls,
+        instance: Instance,
+        limits: SandboxLimits | None = None,
+        spec: PackageSpec | None = None,
+        source: Path | None = None,
+    ) -> Workspace:
+        """Copy the instance's repository into a new episode folder and make the bug.
+
+        ``spec`` and ``source`` override the recipe's package and its downloaded source tree (the build's tests).
+        """
         limits = limits or SandboxLimits()
-        spec = package_of(instance)
-        folder = Path(tempfile.mkdtemp(prefix="agentgym-swe-", dir=parent))
+        spec = spec or package_of(instance)
+        folder = Path(tempfile.mkdtemp(prefix="agentgym-swe-"))
         repo = folder / "repo"
         try:
             if spec is not None:
-                shutil.copytree(fetch_source(spec), repo, symlinks=True)
+                shutil.copytree(source or fetch_source(spec), repo, symlinks=True)
                 apply_patch(repo, instance.bug_patch)
             else:
                 _copy_user_repo(instance, repo)
-            workspace = cls(instance, spec, folder, repo, limits)
+            workspace = cls(instance, spec, folder, repo, limits, source)
             workspace._snapshot_sources()
             workspace.sandbox.own(folder)
         except BaseException:
@@ -107,9 +136,10 @@ class Workspace:
             read_only.append(bin_dir)
             env["PATH"] = f"{bin_dir}:/usr/local/bin:/usr/bin:/bin"
             env["PYTHONPATH"] = f"{folder / 'repo' / self.spec.pythonpath}:{runner}"
-        elif self.instance.python:
-            python_dir = str(Path(self.instance.python).parent)
-            env["PATH"] = f"{python_dir}:/usr/local/bin:/usr/bin:/bin"
+        else:  # a user's repository runs in the user's environment (default: this one), shown read-only
+            python = Path(self.instance.python or sys.executable)
+            read_only.append(python.parent.parent)
+            env["PATH"] = f"{python.parent}:/usr/local/bin:/usr/bin:/bin"
         return Sandbox(folder, self.limits, read_only, env)
 
     # ---- the agent's side ------------------------------------------------------------------------
@@ -136,11 +166,16 @@ class Workspace:
             return all(_read(Path(tmp) / path) == _read(self.repo / path) for path in self._original)
 
     # ---- tests and grading -----------------------------------------------------------------------
-    def run_tests(self, test_paths: Sequence[str] | None = None, tree: Path | None = None) -> TestRun:
-        """Run the instance's test files (or ``test_paths``) in ``tree`` (default: the agent's ``repo/``)."""
+    def run_tests(
+        self, test_paths: Sequence[str] | None = None, tree: Path | None = None, prefix: str = "", options: str = ""
+    ) -> TestRun:
+        """Run the instance's test files (or ``test_paths``, files or test ids) in ``tree`` (default: ``repo/``).
+
+        ``prefix`` goes before the command (environment assignments), ``options`` after pytest's own.
+        """
         tree = tree or self.repo
         paths = list(test_paths or self.instance.test_files or self._default_test_paths())
-        command = self.instance.test_cmd or pytest_command(paths)
+        command = prefix + (self.instance.test_cmd or pytest_command(paths, options, isolated=self.spec is not None))
         if self.spec is not None and tree != self.repo:  # the grading copy has its own PYTHONPATH
             command = f"PYTHONPATH={shlex.quote(str(tree / self.spec.pythonpath))}:$PYTHONPATH {command}"
         test_limits = SandboxLimits(**{**self.limits.__dict__, "wall_time_s": max(self.limits.wall_time_s, 120.0)})
@@ -193,7 +228,7 @@ class Workspace:
 
     def _fresh_tree(self, tree: Path) -> None:
         if self.spec is not None:
-            shutil.copytree(fetch_source(self.spec), tree, symlinks=True)
+            shutil.copytree(self.source or fetch_source(self.spec), tree, symlinks=True)
         else:
             _copy_user_repo(self.instance, tree)
 

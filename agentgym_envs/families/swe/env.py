@@ -1,13 +1,14 @@
 """The software-engineering environment: repair a repository in a sandbox, graded by its own tests.
 
 Example:
-    >>> format_output("x" * 30, exit_code=0, stopped=None, max_chars=20).splitlines()[1][:12]
+    >>> format_output("x" * 30, exit_code=0, stopped=None, max_chars=20).splitlines()[2]
     '<output_head>'
 """
 
 from __future__ import annotations
 
 import base64
+import re
 import shlex
 import shutil
 import time
@@ -53,6 +54,7 @@ def format_output(
         </output>
     """
     limits = limits or SandboxLimits()
+    output = printable(output)
     if len(output) > max_chars:
         half = max_chars // 2
         output = (
@@ -72,6 +74,20 @@ def format_output(
     else:
         head = f"<returncode>{exit_code}</returncode>"
     return f"{head}\n<output>\n{output.rstrip(chr(10))}\n</output>" if output else f"{head}\n<output>\n</output>"
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    r"""Command output as observation text: line breaks normalised, other control characters written as ``\xNN``.
+
+    Example:
+        >>> printable("a\r\nb\x1b[1m")
+        'a\nb\\x1b[1m'
+    """
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 class SWEEnv(TextEnv):

@@ -35,8 +35,16 @@ def swebench_resolved(instance: Instance, run: TestRun) -> str:
     from swebench.harness.grading import get_eval_tests_report, get_logs_eval, get_resolution_status
     from swebench.types import TestSpec
 
-    spec = TestSpec(instance.instance_id, "", [], instance.repo, instance.base_commit, list(instance.fail_to_pass),
-                    list(instance.pass_to_pass), log_parser="parse_log_pytest")
+    spec = TestSpec(
+        instance.instance_id,
+        "",
+        [],
+        instance.repo,
+        instance.base_commit,
+        list(instance.fail_to_pass),
+        list(instance.pass_to_pass),
+        log_parser="parse_log_pytest",
+    )
     with tempfile.NamedTemporaryFile("w", suffix=".log", delete=False) as handle:
         handle.write(f"{START_TEST_OUTPUT}\n{run.log}\n{END_TEST_OUTPUT}\n")
         path = handle.name
@@ -60,14 +68,16 @@ def fidelity(instances: list[Instance]) -> dict[str, Any]:
             fixed, fixed_run = workspace.grade()
         finally:
             workspace.close()
-        rows.append({
-            "instance_id": instance.instance_id,
-            "buggy_resolved": buggy.resolved,
-            "buggy_f2p_all_fail": not set(instance.fail_to_pass) & set(buggy.passed),
-            "gold_resolved": fixed.resolved,
-            "agree_buggy": buggy.status == swebench_resolved(instance, buggy_run),
-            "agree_gold": fixed.status == swebench_resolved(instance, fixed_run),
-        })
+        rows.append(
+            {
+                "instance_id": instance.instance_id,
+                "buggy_resolved": buggy.resolved,
+                "buggy_f2p_all_fail": not set(instance.fail_to_pass) & set(buggy.passed),
+                "gold_resolved": fixed.resolved,
+                "agree_buggy": buggy.status == swebench_resolved(instance, buggy_run),
+                "agree_gold": fixed.status == swebench_resolved(instance, fixed_run),
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     n = len(rows)
     return {
@@ -77,8 +87,11 @@ def fidelity(instances: list[Instance]) -> dict[str, Any]:
         "buggy_resolved": sum(r["buggy_resolved"] for r in rows) / n,
         "buggy_f2p_all_fail": sum(r["buggy_f2p_all_fail"] for r in rows) / n,
         "agrees_with_swebench": sum(r["agree_buggy"] and r["agree_gold"] for r in rows) / n,
-        "failures": [r for r in rows if not (r["gold_resolved"] and not r["buggy_resolved"] and r["agree_buggy"]
-                                             and r["agree_gold"])],
+        "failures": [
+            r
+            for r in rows
+            if not (r["gold_resolved"] and not r["buggy_resolved"] and r["agree_buggy"] and r["agree_gold"])
+        ],
     }
 
 
@@ -90,7 +103,11 @@ def test_run_cost(instances: list[Instance], repeats: int = 3) -> dict[str, Any]
         workspace = Workspace.create(instance)
         try:
             sandboxed, plain = [], []
-            env = {**os.environ, **workspace.sandbox.env, "PATH": workspace.sandbox.env["PATH"] + ":" + os.environ["PATH"]}
+            env = {
+                **os.environ,
+                **workspace.sandbox.env,
+                "PATH": workspace.sandbox.env["PATH"] + ":" + os.environ["PATH"],
+            }
             command = pytest_command(instance.test_files)
             for _ in range(repeats):
                 start = time.perf_counter()

@@ -32,8 +32,10 @@ except SandboxUnavailableError as exc:  # pragma: no cover - machines without bu
 
 INSTANCES = load_instances(MANIFEST)
 #: A test-split instance of the package with the fastest tests that has one.
-FAST = min((i for i in INSTANCES if i.split == "test"),
-           key=lambda i: (["pypi/inflection", "pypi/six", "pypi/cachetools", "pypi/webcolors"] + [i.repo]).index(i.repo))
+FAST = min(
+    (i for i in INSTANCES if i.split == "test"),
+    key=lambda i: (["pypi/inflection", "pypi/six", "pypi/cachetools", "pypi/webcolors"] + [i.repo]).index(i.repo),
+)
 
 
 def _env(**kwargs) -> SWEEnv:
@@ -79,7 +81,9 @@ def test_edited_tests_do_not_count() -> None:
     try:
         env.reset(seed=0)
         test_file = FAST.fail_to_pass[0].split("::")[0]
-        env.step(f"printf 'def test_x():\\n    pass\\n' > {test_file} && echo 'collect_ignore_glob = [\"*\"]' > conftest.py")
+        env.step(
+            f"printf 'def test_x():\\n    pass\\n' > {test_file} && echo 'collect_ignore_glob = [\"*\"]' > conftest.py"
+        )
         info = env.step("submit")[4]
     finally:
         env.close()
@@ -171,7 +175,9 @@ def test_other_folders_and_home_are_invisible(box: Sandbox, tmp_path: Path) -> N
     other = tmp_path / "other-episode"
     other.mkdir()
     (other / "secret.txt").write_text("the answer")
-    result = box.run(f"cat {other}/secret.txt; ls {cache_root()}/swe/sources; ls {Path.home()}/.bashrc; echo HOME=$HOME")
+    result = box.run(
+        f"cat {other}/secret.txt; ls {cache_root()}/swe/sources; ls {Path.home()}/.bashrc; echo HOME=$HOME"
+    )
     assert "the answer" not in result.output
     assert "No such file or directory" in result.output and "inflection" not in result.output
     assert f"HOME={box.root}" in result.output

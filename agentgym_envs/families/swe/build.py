@@ -108,14 +108,22 @@ def baseline(workspace: Workspace, spec: PackageSpec) -> Baseline:
     out = trace_dir / "lines.json"
     files = {str(workspace.repo / path): path for path in workspace._original}
     workspace.sandbox.own(trace_dir)
-    prefix = (f"AGENTGYM_SWE_TRACE_FILES={shlex.quote(os.pathsep.join(files))} AGENTGYM_SWE_TRACE_OUT={out} "
-              f"PYTHONPATH={trace_dir}:$PYTHONPATH ")
+    prefix = (
+        f"AGENTGYM_SWE_TRACE_FILES={shlex.quote(os.pathsep.join(files))} AGENTGYM_SWE_TRACE_OUT={out} "
+        f"PYTHONPATH={trace_dir}:$PYTHONPATH "
+    )
     run = workspace.run_tests(spec.tests, prefix=prefix, options="-p agentgym_swe_linetrace")
     failing = sorted(t for t, s in run.statuses.items() if s not in PASSING + ("SKIPPED",))
     if run.exit_code != 0 or failing or not run.statuses or not out.exists():
-        detail = f"{len(failing)} failing, e.g. {failing[:3]}" if failing else f"exit code {run.exit_code}, {run.stopped or ''}"
-        raise BuildError(f"{spec.key}: its tests do not pass before mutation ({detail}); refusing to build from it. "
-                         f"Log tail: {run.log.strip()[-300:]}")
+        detail = (
+            f"{len(failing)} failing, e.g. {failing[:3]}"
+            if failing
+            else f"exit code {run.exit_code}, {run.stopped or ''}"
+        )
+        raise BuildError(
+            f"{spec.key}: its tests do not pass before mutation ({detail}); refusing to build from it. "
+            f"Log tail: {run.log.strip()[-300:]}"
+        )
     trace = json.loads(out.read_text())
     passing = {t for t, s in run.statuses.items() if s in PASSING}
     tests_of_line: dict[tuple[str, int], list[str]] = {}
@@ -164,8 +172,9 @@ def build_package(
         workspace.close()
 
 
-def _try(workspace: Workspace, spec: PackageSpec, path: str, mutation: Mutation, before: Baseline,
-         config: BuildConfig) -> Instance | None:
+def _try(
+    workspace: Workspace, spec: PackageSpec, path: str, mutation: Mutation, before: Baseline, config: BuildConfig
+) -> Instance | None:
     original = workspace._original[path]
     buggy = mutation.apply(original)
     if buggy.count(mutation.after.strip()) != 1:  # the structured expert's replace() needs a unique line
@@ -286,8 +295,11 @@ def add_subcommand(sub: Any) -> None:
     """``agentgym swe build`` on the ``agentgym`` command line."""
     swe = sub.add_parser("swe", help="the software-engineering family's tasks")
     swe_sub = swe.add_subparsers(dest="swe_command", required=True)
-    build = swe_sub.add_parser("build", help="inject bugs into the recipe's packages and write the instances",
-                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    build = swe_sub.add_parser(
+        "build",
+        help="inject bugs into the recipe's packages and write the instances",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     add_arguments(build)
     build.set_defaults(func=run)
 

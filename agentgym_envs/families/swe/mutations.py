@@ -83,7 +83,9 @@ def candidate_mutations(source: str) -> list[Mutation]:
         if id(node) in docstrings or not hasattr(span, "lineno") or span.lineno != getattr(span, "end_lineno", None):
             continue
         text = lines[node.lineno - 1]
-        if node.lineno not in in_functions or not text.isascii():  # ast offsets count UTF-8 bytes; on ASCII lines they are character offsets
+        if (
+            node.lineno not in in_functions or not text.isascii()
+        ):  # ast offsets count UTF-8 bytes; on ASCII lines they are character offsets
             continue
         for kind, after in _edits(node, text):
             if after != text and _parses(source, node.lineno, after):

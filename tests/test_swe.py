@@ -227,3 +227,13 @@ def test_the_build_keeps_a_mutation_that_breaks_a_test(tmp_path: Path) -> None:
     assert instance.pass_to_pass == ("test_tiny.py::test_type",)
     assert "test_tiny.py::test_double" in instance.problem_statement
     assert instance.patch.startswith("diff --git a/tiny.py b/tiny.py")
+
+
+def test_the_time_limit_truncates_the_episode() -> None:
+    env = _env(time_limit_s=0.0)
+    try:
+        env.reset(seed=0)
+        obs, reward, terminated, truncated, info = env.step("ls")
+    finally:
+        env.close()
+    assert truncated and not terminated and info["truncation_reason"] == "time_limit"

@@ -778,7 +778,7 @@ class WorkerGroup(Sequence[EnvWorker]):
 #: by default (``benchmarks/env_workers.py``: 1.5-2.2x the episodes/s of in-process stepping for a batch
 #: of 16 on 2 cores); the others (TextCraft, BabyAI, TextWorld, TextWorld-Express, deep search) were
 #: slower in workers and stay in-process.
-PROCESS_FAMILIES = frozenset({"scienceworld", "alfworld", "miniwob", "webshop", "swe"})
+PROCESS_FAMILIES = frozenset({"scienceworld", "alfworld", "miniwob", "webshop"})
 
 
 def default_worker_kind(env_id: str) -> str:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 _SNAPSHOTS: dict[str, sqlite3.Connection] = {}
 _SNAPSHOTS_LOCK = threading.Lock()
@@ -131,7 +131,7 @@ class SiteApp:
 
     def user(self, request: Request) -> str | None:
         value = request.cookies.get(self.cookie_name, "")
-        username = value.rsplit(".", 1)[0]
+        username = unquote(value.rsplit(".", 1)[0])
         if not value or self.token(username) != value:
             return None
         row = self.db.one("SELECT username FROM users WHERE username = ?", username)

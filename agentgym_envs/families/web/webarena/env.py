@@ -21,7 +21,6 @@ from agentgym_envs.errors import (
     AgentGymError,
     DataNotFoundError,
     ExpertUnavailableError,
-    UnknownTaskError,
 )
 from agentgym_envs.families.web.base import WebEnv
 from agentgym_envs.families.web.browser import BrowserSession, _origin
@@ -252,10 +251,10 @@ class WebArenaEnv(WebEnv):
         if self.embedded:
             self.server.restore(config.get("sites", []))  # type: ignore[union-attr]
         session.call(session.context.clear_cookies, what="clearing cookies")
-        cookies = self._storage_cookies(config.get("storage_state"))
+        self._site_down = self._unreachable_site()
+        cookies = self._storage_cookies(config.get("storage_state")) if self._site_down is None else []
         if cookies:
             session.call(session.context.add_cookies, cookies, what="signing in")
-        self._site_down = self._unreachable_site()
         self._tabs = [u.strip() for u in str(config["start_url"]).split(" |AND| ")]
         self._tab = 0
         if self._site_down is None:
@@ -299,14 +298,13 @@ class WebArenaEnv(WebEnv):
 
     def _execute_call(self, call: ToolCall) -> Transition:
         if self._site_down is not None:
-            return Transition(f"A site of this task is unavailable: {self._site_down}", self._score)
+            return Transition(self._observation(), self._score)
         self._advance_plan(call)
         transition = super()._execute_call(call)
         if not (transition.won or transition.lost):
             self._site_down = self._unreachable_site()
             if self._site_down is not None:
-                transition.observation = f"A site of this task is unavailable: {self._site_down}\n\n" \
-                                         f"{transition.observation}"
+                transition.observation = self._observation()
         return transition
 
     def _act(self, session: BrowserSession, call: ToolCall) -> None:
@@ -376,6 +374,8 @@ class WebArenaEnv(WebEnv):
 
     def _observation(self) -> str:
         text = super()._observation()
+        if self._site_down is not None:
+            text = f"A site of this task is unavailable: {self._site_down}\n\n{text}"
         if len(self._tabs) > 1:
             tabs = " ".join(f"[{i}] {u}{' (current)' if i == self._tab else ''}" for i, u in enumerate(self._tabs))
             text = text.replace("\nPage:\n", f"\nTabs: {tabs}\nPage:\n", 1)

@@ -170,7 +170,6 @@ def _templates(d: _Data) -> Iterator[tuple[str, list[str], Callable[[random.Rand
     yield "shop_order_status_count", ["shopping"], order_status_count
 
     # ---- shopping_admin ----------------------------------------------------------------------
-    admin_login = "./.auth/shopping_admin_state.json"
     admin_orders = [dict(r) for r in d.admin.db.rows("SELECT * FROM orders ORDER BY id")]
     admin_products = [dict(r) for r in d.admin.db.rows("SELECT * FROM products ORDER BY id")]
 

@@ -447,9 +447,11 @@ class WebArenaEnv(WebEnv):
                 if node.role == "option" and node.name == step["option"]:
                     return f"click({node.id})"
             raise ExpertUnavailableError(f"drop-down {step['select']!r} has no option {step['option']!r}")
-        node = self.find_node(role=step["role"], name=step["name"])
-        if node is None:
+        matches = [n for n in self.nodes if n.role == step["role"] and n.name == step["name"]]
+        index = int(step.get("index", 0))  # which of several same-named elements (-1: the last)
+        if not -len(matches) <= index < len(matches):
             raise ExpertUnavailableError(f"no {step['role']} {step['name']!r} on this page")
+        node = matches[index]
         if kind == "click":
             return f"click({node.id})"
         tool = "type_enter" if step.get("enter") else "type"

@@ -136,7 +136,8 @@ def _templates(d: _Data) -> Iterator[tuple[str, list[str], Callable[[random.Rand
                             for col in ("black", "white", "red", "blue", "green", "navy")], ENTITIES)
         for category, color in pairs:
             _, total = d.catalogue.search("", category, color)
-            plan = [click(category.title()), choose("Color", color), click("Apply filters", "button")]
+            # The last link of that name: the shop's navigation also has a "Home" link.
+            plan = [{**click(category.title()), "index": -1}, choose("Color", color), click("Apply filters", "button")]
             if navigate:
                 yield {"intent": f"Show me the {category} products that come in {color}.", "start_url": "__SHOPPING__/",
                        "eval": {"eval_types": ["url_match"],

@@ -166,10 +166,10 @@ def test_information_task_grades_the_answer(env):
 def test_requests_outside_the_task_sites_are_blocked_and_counted(env):
     task = _task(env, "shop_product_page")  # a shopping-only task: the forum is another origin
     env.reset(options={"task": task})
-    forum = env.sites.urls["reddit"]
-    obs, _, terminated, truncated, info = env.step(f'goto("{forum}/forums")')
+    obs, _, terminated, truncated, info = env.step('goto("http://reddit.embedded/forums")')  # the forum, as shown
     assert "blocked" in info["action_error"] and info["blocked_requests"] == 1
-    assert not (terminated or truncated) and info["url"].startswith(env.sites.urls["shopping"])
+    assert not (terminated or truncated) and info["url"].startswith("http://shopping.embedded/")
+    forum = env.sites.urls["reddit"]
     # A link the page itself follows to that origin is stopped by the browser's policy too.
     env.session.evaluate(f"() => {{ location.href = '{forum}/'; }}")
     obs, *_, info = env.step("scroll(down)")

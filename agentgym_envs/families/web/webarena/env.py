@@ -180,6 +180,7 @@ class WebArenaEnv(WebEnv):
         self._tabs: list[str] = []
         self._tab = 0
         self._site_down: str | None = None
+        self._aliases: dict[str, str] = {}
         self._plan: list[dict[str, Any]] = []
         self._plan_cursor = 0
         self._plan_parser = ActionParser("plain", WEBARENA_TOOLS)
@@ -220,6 +221,8 @@ class WebArenaEnv(WebEnv):
             variables = ", ".join(SITE_ENV_VARS.get(s, s) for s in missing)
             raise SiteNotConfiguredError(f"task {task_id} needs the site(s) {missing}: set {variables} (or site_urls)")
         self.config = resolve_placeholders(raw, urls)
+        # The embedded sites' ports change from run to run: the agent sees (and may type) stable names instead.
+        self._aliases = {u.rstrip("/"): f"http://{site}.embedded" for site, u in urls.items()} if self.embedded else {}
         origins = {_origin(urls[s]) for s in raw.get("sites", []) if s in urls}
         origins.update(_origin(u) for u in self.config["start_url"].split(" |AND| "))
         self._origins = sorted(origins)
@@ -334,7 +337,7 @@ class WebArenaEnv(WebEnv):
             super()._act(session, ToolCall("press", {"key": args["key_comb"]}))
             return
         if call.name == "goto":
-            self._goto(session, args["url"].strip())
+            self._goto(session, self.real_url(args["url"].strip()))
             return
         if call.name in ("go_back", "go_forward"):
             method = session.page.go_back if call.name == "go_back" else session.page.go_forward
@@ -363,23 +366,39 @@ class WebArenaEnv(WebEnv):
             session.call(session.page.goto, url, what="opening an empty tab")
         elif _origin(url) not in session.allowed:
             session.safety.count(url)
-            raise ActionFailed(f"{url} is outside this task's sites ({', '.join(sorted(session.allowed))}); blocked")
+            allowed = ", ".join(self.shown_url(o) for o in sorted(session.allowed))
+            raise ActionFailed(f"{self.shown_url(url)} is outside this task's sites ({allowed}); blocked")
         else:
             session.goto(url)
 
     def _observe(self) -> None:
         super()._observe()
         if self.session is not None:
-            self._url = str(self.session.page.url)  # WebArena shows whole URLs: a task may span several sites
+            # WebArena shows whole URLs: a task may span several sites.
+            self._url = self.shown_url(str(self.session.page.url))
 
     def _observation(self) -> str:
         text = super()._observation()
         if self._site_down is not None:
-            text = f"A site of this task is unavailable: {self._site_down}\n\n{text}"
+            text = f"A site of this task is unavailable: {self.shown_url(self._site_down)}\n\n{text}"
         if len(self._tabs) > 1:
-            tabs = " ".join(f"[{i}] {u}{' (current)' if i == self._tab else ''}" for i, u in enumerate(self._tabs))
+            tabs = " ".join(f"[{i}] {self.shown_url(u)}{' (current)' if i == self._tab else ''}"
+                            for i, u in enumerate(self._tabs))
             text = text.replace("\nPage:\n", f"\nTabs: {tabs}\nPage:\n", 1)
         return text
+
+    def shown_url(self, text: str) -> str:
+        """``text`` with the embedded sites' origins as the agent sees them (``http://reddit.embedded``)."""
+        for real, alias in self._aliases.items():
+            text = text.replace(real, alias)
+        return text
+
+    def real_url(self, url: str) -> str:
+        """The URL the browser opens for one the agent typed (an embedded site's name -> its port)."""
+        for real, alias in self._aliases.items():
+            if url == alias or url.startswith(alias + "/"):
+                return real + url[len(alias):]
+        return url
 
     # ---- grading -------------------------------------------------------------------------------
     def _grade(self, answer: str) -> tuple[float, bool, bool]:
@@ -394,7 +413,9 @@ class WebArenaEnv(WebEnv):
 
     def _web_outcome(self, state: Any, call: ToolCall | None) -> tuple[float, bool, bool]:
         # WebArena grades an episode cut at its step limit as if it stopped with an empty answer.
-        if call is not None and self._steps >= self.max_steps and self.evaluation is None:
+        if call is None:
+            return 0.0, False, False
+        if self._steps >= self.max_steps and self.evaluation is None:
             return self._grade("")
         return self._score, False, False
 
@@ -406,7 +427,7 @@ class WebArenaEnv(WebEnv):
         if self.evaluation is not None:
             info["eval_score"] = self.evaluation.score
             info["eval_unavailable"] = list(self.evaluation.unavailable)
-            info["eval_details"] = list(self.evaluation.details)
+            info["eval_details"] = json.loads(self.shown_url(json.dumps(self.evaluation.details)))
         return info
 
     # ---- expert -------------------------------------------------------------------------------
@@ -414,7 +435,7 @@ class WebArenaEnv(WebEnv):
         if self._done or not self._plan:
             return None
         if self._plan_cursor < 0:  # the agent left the plan: start it again from the task's first page
-            return f"goto({self._tabs[0]!r})" if self._tabs else None
+            return f"goto({self.shown_url(self._tabs[0])!r})" if self._tabs else None
         return self._render_step(self._plan[min(self._plan_cursor, len(self._plan) - 1)])
 
     def _advance_plan(self, call: ToolCall) -> None:
@@ -433,7 +454,7 @@ class WebArenaEnv(WebEnv):
     def _render_step(self, step: Mapping[str, Any]) -> str:
         kind = step["do"]
         if kind == "goto":
-            return f"goto({step['url']!r})"
+            return f"goto({self.shown_url(step['url'])!r})"
         if kind == "stop":
             return f"stop({step['answer']!r})"
         if kind == "choose":

@@ -129,6 +129,9 @@ class _LivePage:
     def goto(self, url: str) -> None:
         if _origin(url) in self.allowed:
             self.session.goto(url)
+        else:  # a target outside the task's sites: nothing to read there (its locators find nothing)
+            self.session.safety.count(url)
+            self.session.call(self.session.page.goto, "about:blank", what="leaving the page")
 
     def evaluate(self, expression: str) -> Any:
         return self.session.evaluate(expression, what="running an evaluator locator")

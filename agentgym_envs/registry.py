@@ -60,6 +60,7 @@ BUILTIN_FAMILIES: dict[str, str] = {
     "miniwob": "agentgym_envs.families.web.miniwob",
     "webshop": "agentgym_envs.families.web.shop",
     "swe": "agentgym_envs.families.swe",
+    "webarena": "agentgym_envs.families.web.webarena",
 }
 DISTRIBUTION = "agentgym-envs"
 

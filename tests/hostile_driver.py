@@ -74,6 +74,10 @@ def make_env(family: str) -> tuple[Any, Any]:
 
         env = SWEEnv(split="test", max_steps=big)
         return env, env.task_ids[0]
+    if family == "webarena":
+        from agentgym_envs.families.web.webarena.env import WebArenaEnv
+
+        return WebArenaEnv(split="test", max_steps=big), 0  # the shop's home page: a search box
     raise ValueError(f"unknown family {family!r}")
 
 

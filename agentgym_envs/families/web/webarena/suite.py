@@ -97,8 +97,18 @@ def _find_product(title: str) -> list[dict[str, Any]]:
     return [type_("Search products", title, enter=True), click(title)]
 
 
-def _templates(d: _Data) -> Iterator[tuple[str, list[str], Callable[[random.Random], Iterator[dict[str, Any]]]]]:
-    """(template id, sites, generator of task bodies for a seeded rng)."""
+Template = tuple[str, list[str], Callable[[random.Random], Iterator[dict[str, Any]]]]
+
+
+def _templates(d: _Data) -> Iterator[Template]:
+    """(template id, sites, generator of task bodies for a seeded rng), site by site."""
+    yield from _shop_templates(d)
+    yield from _admin_templates(d)
+    yield from _reddit_templates(d)
+    yield from _multi_site_templates(d)
+
+
+def _shop_templates(d: _Data) -> Iterator[Template]:
     shop_login = "./.auth/shopping_state.json"
 
     def product_tasks(make: Callable[[dict[str, Any], random.Random], dict[str, Any]]) -> Callable:
@@ -170,6 +180,8 @@ def _templates(d: _Data) -> Iterator[tuple[str, list[str], Callable[[random.Rand
                    "plan": [stop(str(count))]}
     yield "shop_order_status_count", ["shopping"], order_status_count
 
+
+def _admin_templates(d: _Data) -> Iterator[Template]:
     # ---- shopping_admin ----------------------------------------------------------------------
     admin_orders = [dict(r) for r in d.admin.db.rows("SELECT * FROM orders ORDER BY id")]
     admin_products = [dict(r) for r in d.admin.db.rows("SELECT * FROM products ORDER BY id")]
@@ -240,6 +252,8 @@ def _templates(d: _Data) -> Iterator[tuple[str, list[str], Callable[[random.Rand
                    "plan": [click("Orders"), choose("Status", status), click("Filter", "button"), stop()]}
     yield "admin_status_filter", ["shopping_admin"], admin_status_filter
 
+
+def _reddit_templates(d: _Data) -> Iterator[Template]:
     # ---- reddit ----------------------------------------------------------------------------------
     posts = d.posts()
 
@@ -308,6 +322,12 @@ def _templates(d: _Data) -> Iterator[tuple[str, list[str], Callable[[random.Rand
     yield "reddit_forum_count", ["reddit"], forum_tasks("count")
     yield "reddit_open_forum", ["reddit"], forum_tasks("open")
     yield "reddit_create_post", ["reddit"], forum_tasks("create")
+
+
+def _multi_site_templates(d: _Data) -> Iterator[Template]:
+    posts = d.posts()
+    forums = sorted({p["forum"] for p in posts})
+    admin_orders = [dict(r) for r in d.admin.db.rows("SELECT * FROM orders ORDER BY id")]
 
     # ---- multi-site --------------------------------------------------------------------------------
     def price_comment(rng: random.Random) -> Iterator[dict[str, Any]]:

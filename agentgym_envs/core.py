@@ -455,7 +455,10 @@ class TextEnv(gym.Env[str, str], abc.ABC):
         if refusal is not None:
             return self._rejected(ParsedAction(raw=raw, error=refusal, thought=parsed.thought), format_help=False)
         try:
-            transition = self._execute_call(call)
+            if type(self)._execute_call is TextEnv._execute_call:  # the default: the command is already written
+                transition = self._execute(command)
+            else:
+                transition = self._execute_call(call)
         except EnvironmentCrashedError as exc:
             self._done = True
             return crash_outcome(self._info(action=command, raw_action=raw, parse_error=None, lazy=False), str(exc))

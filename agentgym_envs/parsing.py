@@ -158,6 +158,7 @@ class ActionParser:
         self.tools = {t.name: t for t in tools}
         self.max_chars = max_chars
         self._single_argument_tool = self._find_single_argument_tool()
+        self._parse_format = getattr(self, f"_parse_{format}")
 
     # -- public -----------------------------------------------------------------
     @property
@@ -255,7 +256,7 @@ class ActionParser:
             return ParsedAction(raw=raw, error=problem)
         if not text.strip():
             return ParsedAction(raw=raw, error="the action is empty")
-        return getattr(self, f"_parse_{self.format}")(raw, text)
+        return self._parse_format(raw, text)
 
     def _payload(self, raw: str, payload: str, thought: str | None = None) -> ParsedAction:
         payload = payload.strip().strip("`").strip()

@@ -395,6 +395,7 @@ class WebEnv(TextEnv):
         args = call.arguments
         page = session.page
         do = session.call
+        navigations = session.main_frame_navigations
         if call.name == "click":
             locator, tag = self._locate(session, args["element_id"])
             if tag == "OPTION":
@@ -450,6 +451,10 @@ class WebEnv(TextEnv):
             )
         else:  # the parser only lets declared tools through
             raise ActionFailed(f"unknown tool {call.name!r}")
+        if session.main_frame_navigations == navigations:
+            # Playwright's actions return after the navigations they start have committed (and the
+            # event has been dispatched): without one, the page is loaded already, and asking costs a round trip.
+            return
         try:
             timeout = self.browser_config.navigation_timeout_ms
             do(page.wait_for_load_state, "load", timeout=timeout, timeout_ms=timeout, what="waiting for the page")

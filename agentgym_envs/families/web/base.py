@@ -170,6 +170,8 @@ class WebEnv(TextEnv):
             f" try {{ state = ({self.state_js}); }} catch (e) {{ state = null; }}"
             " return [snap(ex), state, location.href]; }"
         )
+        # An episode's first reading numbers the elements afresh, in the same round trip.
+        self._renumber_snapshot_script = f"(ex) => {{ ({CLEAR_IDS_JS})(); return ({self._snapshot_script})(ex); }}"
         super().__init__(**kwargs)
 
     @property
@@ -247,13 +249,8 @@ class WebEnv(TextEnv):
         assert session is not None
         start = self._web_start(task_id)
         self._instruction = start.instruction
-        try:
-            # Number the elements afresh each episode: the same task and seed give the same ids.
-            session.evaluate(CLEAR_IDS_JS, what="numbering the elements")
-        except Exception as exc:  # noqa: BLE001
-            session.raise_if_dead(exc)
-            raise
-        self._observe()
+        # Number the elements afresh each episode: the same task and seed give the same ids.
+        self._observe(renumber=True)
         return start
 
     def close(self) -> None:
@@ -325,14 +322,13 @@ class WebEnv(TextEnv):
         self._action_error = str(exc)
         return Transition(f"The page stopped responding: {exc}\n\n{self._observation()}", self._score)
 
-    def _observe(self) -> None:
+    def _observe(self, renumber: bool = False) -> None:
         session = self.session
         assert session is not None
+        script = self._renumber_snapshot_script if renumber else self._snapshot_script
         for attempt in range(3):
             try:
-                rows, state, href = session.evaluate(
-                    self._snapshot_script, list(self.excluded_element_ids), what="reading the page"
-                )
+                rows, state, href = session.evaluate(script, list(self.excluded_element_ids), what="reading the page")
                 break
             except Exception as exc:  # noqa: BLE001
                 session.raise_if_dead(exc)

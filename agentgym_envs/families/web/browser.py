@@ -604,7 +604,7 @@ class BrowserSession:
             )
             self.context.set_default_timeout(self.config.action_timeout_ms)
             self.context.set_default_navigation_timeout(self.config.navigation_timeout_ms)
-            self.context.route("**/*", self._route)
+            self.context.route(self._outside_allowed_origins(), self._route)
             if hasattr(self.context, "route_web_socket"):  # Playwright >= 1.48; else the sink alone blocks them
                 self.context.route_web_socket(re.compile(r".*"), self._route_web_socket)
             self.context.add_init_script(BLOCK_WEBRTC_JS)
@@ -750,6 +750,15 @@ class BrowserSession:
         return (href[len(origin):] or "/") if origin in self.allowed else href
 
     # ---- policy handlers -----------------------------------------------------------------
+    def _outside_allowed_origins(self) -> re.Pattern[str]:
+        """The URLs the route handler sees: those of other origins.
+
+        Playwright matches a pattern in its driver, so the requests of the task site itself (a page load
+        fetches several) go on without a round trip to this process; the handler checks again anyway.
+        """
+        origins = "|".join(re.escape(o) for o in sorted(self.allowed))
+        return re.compile(rf"^(?!(?:{origins})(?:[/?#]|$))", re.IGNORECASE)
+
     def _route(self, route: Any) -> None:
         url = route.request.url
         if _origin(url) in self.allowed:

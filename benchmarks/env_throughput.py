@@ -1,6 +1,12 @@
 """Environment throughput: our environments against each family's native API, same run.
 
-Every module in ``benchmarks/throughput/`` contributes rows.  Usage::
+Every module in ``benchmarks/throughput/`` contributes rows.  A row times the same work on both
+sides (``head_to_head`` refuses sides whose repetitions did different amounts), warms both up,
+interleaves them (alternating which goes first), reports the median of at least three measured
+repetitions, and records the work per repetition, each side's CPU share (CPU seconds of this
+process and its children over wall seconds), the rate per CPU second, the load average, and what
+the comparison leaves out.  Results and their reading: ``benchmarks/throughput/README.md``.
+Usage::
 
     .venv/bin/python benchmarks/env_throughput.py                  # all families
     .venv/bin/python benchmarks/env_throughput.py --family textworld --quick

@@ -1,10 +1,12 @@
 """TRL plugins: multi-turn GRPO and PPO trainers for agentgym environments, advantage estimators and loss hooks.
 
-Layout: ``config`` (``AgentGRPOConfig``, ``AgentPPOConfig``), ``trainer`` (``AgentGRPOTrainer``), ``ppo_trainer``
-(``AgentPPOTrainer``), ``ppo`` (critic, GAE, value loss), ``hooks/`` (the loss-hook interface, EPO, ERC, AEPO, the
-shared reductions and the one loss pipeline), ``rollout`` (AEPO branching and metrics around the rollout engine of
-:mod:`agentgym_envs.engine`, whose names it re-exports), ``advantages`` (estimators),
-``errors`` (``TrainerError`` and its subclasses).
+Layout: ``config`` (``AgentGRPOConfig``, ``AgentPPOConfig``), ``trainer`` (``AgentGRPOTrainer``, the TRL glue) with
+its jobs beside it -- ``options`` (TRL options it refuses), ``envs`` (environment pool, task dataset), ``generation``
+(generation backend, vLLM weight sync), ``batch`` (episodes -> tensors, micro-batches), ``scoring`` (log-probs and
+entropy), ``metrics`` (what it logs) --, ``ppo_trainer`` (``AgentPPOTrainer``), ``ppo`` (critic, GAE, value loss,
+``CriticConfig``), ``hooks/`` (the loss-hook interface, EPO, ERC, AEPO, the shared reductions, schedules and the one
+loss pipeline), ``rollout`` (AEPO branching and metrics around the rollout engine of :mod:`agentgym_envs.engine`,
+whose names it re-exports), ``advantages`` (estimators), ``errors`` (``TrainerError`` and its subclasses).
 
 Importing the package is cheap; the trainer (which imports torch and TRL) loads on first use.
 
@@ -50,9 +52,7 @@ _LAZY = {
     "RunSpec": "trl_plugins.config",
     "AgentGRPOTrainer": "trl_plugins.trainer",
     "AgentPPOTrainer": "trl_plugins.ppo_trainer",
-    "build_loss_hooks": "trl_plugins.trainer",
     "build_hooks": "trl_plugins.hooks",
-    "apply_loss_hooks": "trl_plugins.hooks",
     "compose_loss": "trl_plugins.hooks",
     "LossContext": "trl_plugins.hooks",
     "LossHook": "trl_plugins.hooks",
@@ -63,7 +63,7 @@ _LAZY = {
     "AEPOHook": "trl_plugins.hooks",
     "AEPOConfig": "trl_plugins.hooks",
     "AEPOBranchConfig": "trl_plugins.hooks",
-    "PPOConfig": "trl_plugins.ppo",
+    "CriticConfig": "trl_plugins.ppo",
     "TrainerError": "trl_plugins.errors",
     "TrainerConfigError": "trl_plugins.errors",
     "LossHookConfigError": "trl_plugins.errors",

@@ -52,7 +52,7 @@ from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import use_adapter
 
 from agentgym_envs.core import as_text_env
-from agentgym_envs.engine import ChatFormat, Episode, RolloutStats, run_episodes
+from agentgym_envs.engine import ChatFormat, Episode, RolloutStats
 from trl_plugins import batch as batching
 from trl_plugins import metrics as logged
 from trl_plugins.advantages import turn_advantages
@@ -78,6 +78,7 @@ from trl_plugins.hooks import (
 )
 from trl_plugins.hooks.reductions import masked_mean
 from trl_plugins.options import check_prompt_budget, check_trl_options
+from trl_plugins.rollout import run_episodes  # the engine's loop, or AEPO's branching one
 from trl_plugins.scoring import token_logps_and_entropy
 from trl_plugins.vllm_colocate import importance_sampling_ratio
 

@@ -45,10 +45,30 @@ HELPERS = {
 }
 #: Attributes GRPOTrainer.__init__ sets that the trainers read or write.
 ATTRIBUTES = (
-    "_step", "_buffered_inputs", "_metrics", "_tokenizer", "_dist", "chat_template_kwargs", "eos_token_ids",
-    "aux_loss_enabled", "loss_type", "epsilon_low", "epsilon_high", "importance_sampling_level", "entropy_coef",
-    "beta", "ref_model", "num_iterations", "temperature", "top_p", "top_k", "min_p", "repetition_penalty",
-    "generation_config", "generation_kwargs", "use_vllm",
+    "_step",
+    "_buffered_inputs",
+    "_metrics",
+    "_tokenizer",
+    "_dist",
+    "chat_template_kwargs",
+    "eos_token_ids",
+    "aux_loss_enabled",
+    "loss_type",
+    "epsilon_low",
+    "epsilon_high",
+    "importance_sampling_level",
+    "entropy_coef",
+    "beta",
+    "ref_model",
+    "num_iterations",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "repetition_penalty",
+    "generation_config",
+    "generation_kwargs",
+    "use_vllm",
 )
 
 

@@ -108,9 +108,9 @@ def pad_samples(samples: Sequence[dict[str, list]], pad_id: int, device: Any) ->
         "prompt_ids": pad(prompts, padding_value=pad_id, padding_side="left").to(device),
         "prompt_mask": pad([torch.ones_like(p) for p in prompts], padding_value=0, padding_side="left").to(device),
         "completion_ids": pad(completions, padding_value=pad_id, padding_side="right").to(device),
-        "completion_mask": pad(
-            [torch.ones_like(c) for c in completions], padding_value=0, padding_side="right"
-        ).to(device),
+        "completion_mask": pad([torch.ones_like(c) for c in completions], padding_value=0, padding_side="right").to(
+            device
+        ),
         "tool_mask": right("mask", torch.long, 0),
         "turn_ids": right("turn_ids", torch.long, -1),
         "advantages": right("advantages", torch.float32, 0.0),

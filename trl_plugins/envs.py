@@ -6,7 +6,7 @@ TRL's sampler repeats ``num_generations`` times, and turns a dataset row back in
 
 Example:
     >>> tasks = TrainTasks(["a", "b"])
-    >>> tasks.dataset(None, seed=0)["task_index"], tasks.resolve({"task_index": 1, "seed": 7})
+    >>> list(tasks.dataset(None, seed=0)["task_index"]), tasks.resolve({"task_index": 1, "seed": 7})
     ([0, 1], ('b', 7, (1, 7)))
 """
 
@@ -38,7 +38,10 @@ def env_make_kwargs(args: AgentGRPOConfig) -> dict[str, Any]:
     if "seed_range" in kwargs and kwargs["seed_range"] is not None:
         kwargs["seed_range"] = tuple(kwargs["seed_range"])
     return dict(
-        reward=args.reward, step_penalty=args.step_penalty, format_penalty=args.format_penalty, split="train",
+        reward=args.reward,
+        step_penalty=args.step_penalty,
+        format_penalty=args.format_penalty,
+        split="train",
         **kwargs,
     )
 

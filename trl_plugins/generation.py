@@ -66,7 +66,10 @@ class GenerationMixin:
             temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, stop_ids=self.chat_format.stop_ids
         )
         return TransformersBackend(
-            self.model, self._tokenizer.pad_token_id, settings, carry_cache=self.args.carry_kv_cache,
+            self.model,
+            self._tokenizer.pad_token_id,
+            settings,
+            carry_cache=self.args.carry_kv_cache,
             model_context=self._generation_model,
         )
 

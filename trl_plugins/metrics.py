@@ -8,9 +8,10 @@ Example:
     >>> from collections import defaultdict
     >>> from agentgym_envs.engine import Episode, RolloutStats
     >>> metrics = defaultdict(list)
-    >>> rollout_metrics(metrics, [Episode(task_id="t", group=0, prompt_ids=[1], total_return=1.0)], RolloutStats())
-    >>> metrics["reward"]
-    [1.0]
+    >>> episode = Episode(group=0, task_id="t", seed=None, prompt_ids=[1], messages=[])
+    >>> rollout_metrics(metrics, [episode], RolloutStats())
+    >>> metrics["reward"], metrics["env/turns_per_episode"]
+    ([0.0], [0.0])
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from trl_plugins.rollout import episode_metrics
 __all__ = ["loss_metrics", "rollout_metrics", "sampling_gap_metrics"]
 
 
-def rollout_metrics(metrics: dict[str, list], episodes: Sequence[Episode], stats: RolloutStats, aepo: bool = False) -> None:
+def rollout_metrics(
+    metrics: dict[str, list], episodes: Sequence[Episode], stats: RolloutStats, aepo: bool = False
+) -> None:
     """The episodes' metrics (``env/*``), rewards and rollout timings; with ``aepo``, AEPO's branching counts."""
     for key, value in episode_metrics(episodes).items():
         metrics[f"env/{key}"].append(value)
@@ -51,8 +54,12 @@ def rollout_metrics(metrics: dict[str, list], episodes: Sequence[Episode], stats
 
 
 def sampling_gap_metrics(
-    metrics: dict[str, list], accelerator: Any, old_logps: torch.Tensor, sampling: torch.Tensor,
-    is_ratio: torch.Tensor | None, loss_mask: torch.Tensor,
+    metrics: dict[str, list],
+    accelerator: Any,
+    old_logps: torch.Tensor,
+    sampling: torch.Tensor,
+    is_ratio: torch.Tensor | None,
+    loss_mask: torch.Tensor,
 ) -> None:
     """TRL's ``sampling/*`` metrics: the sampler's log-prob gap to the trainer's and the IS ratio's range."""
     mask = loss_mask.bool()
@@ -74,8 +81,13 @@ def sampling_gap_metrics(
 
 
 def loss_metrics(
-    metrics: dict[str, list], accelerator: Any, ctx: LossContext, policy_loss: torch.Tensor, entropy: torch.Tensor,
-    ratio: torch.Tensor, clip: tuple[float, float],
+    metrics: dict[str, list],
+    accelerator: Any,
+    ctx: LossContext,
+    policy_loss: torch.Tensor,
+    entropy: torch.Tensor,
+    ratio: torch.Tensor,
+    clip: tuple[float, float],
 ) -> None:
     """One micro-batch's loss metrics; ``clip`` is ``(epsilon_low, epsilon_high)`` for the clip regions."""
     mask = ctx.mask

@@ -40,7 +40,9 @@ def check_trl_options(args: AgentGRPOConfig) -> None:
         )
     unsupported = args.unsupported_trl_options()
     if unsupported:
-        raise NotImplementedError("AgentGRPOTrainer does not support these GRPOConfig options: " + "; ".join(unsupported))
+        raise NotImplementedError(
+            "AgentGRPOTrainer does not support these GRPOConfig options: " + "; ".join(unsupported)
+        )
 
 
 def check_vllm_options(args: AgentGRPOConfig) -> None:
@@ -53,14 +55,20 @@ def check_vllm_options(args: AgentGRPOConfig) -> None:
     if args.vllm_mode == "colocate" and args.vllm_tensor_parallel_size != 1:
         unsupported.append("vllm_tensor_parallel_size > 1 in colocate mode")
     if args.repetition_penalty not in (None, 1.0) or args.min_p is not None or args.generation_kwargs:
-        unsupported.append("repetition_penalty, min_p and generation_kwargs with use_vllm (sampling is "
-                           "temperature, top_p and top_k)")
+        unsupported.append(
+            "repetition_penalty, min_p and generation_kwargs with use_vllm (sampling is temperature, top_p and top_k)"
+        )
     if args.vllm_mode not in ("colocate", "server"):
         unsupported.append(f"vllm_mode={args.vllm_mode!r} (use 'colocate' or 'server')")
-    if (args.loss_type == "vespo" and args.vllm_importance_sampling_correction
-            and args.vllm_importance_sampling_mode not in ("token_truncate", "token_mask")):
-        unsupported.append("loss_type='vespo' with a sequence-level vllm_importance_sampling_mode (TRL: "
-                           "'token_truncate' or 'token_mask')")
+    if (
+        args.loss_type == "vespo"
+        and args.vllm_importance_sampling_correction
+        and args.vllm_importance_sampling_mode not in ("token_truncate", "token_mask")
+    ):
+        unsupported.append(
+            "loss_type='vespo' with a sequence-level vllm_importance_sampling_mode (TRL: "
+            "'token_truncate' or 'token_mask')"
+        )
     if unsupported:
         raise NotImplementedError("use_vllm=True: not supported by AgentGRPOTrainer: " + "; ".join(unsupported))
 

@@ -78,9 +78,13 @@ def _chunk_logps(model, input_ids, attention_mask, logits_to_keep, mask, acceler
     backbone = getattr(head_model, head_model.base_model_prefix)
     head = head_model.get_output_embeddings()
     with accelerator.autocast():
-        hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
+        hidden = backbone(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
+        ).last_hidden_state
     hidden = hidden[:, -logits_to_keep - 1 : -1]
-    return logps_and_entropy(hidden, targets, head.weight, head.bias, temperature=temperature, mask=mask, chunk_size=1024)
+    return logps_and_entropy(
+        hidden, targets, head.weight, head.bias, temperature=temperature, mask=mask, chunk_size=1024
+    )
 
 
 def plain_head_model(model: Any, accelerator: Any) -> Any:
@@ -93,7 +97,9 @@ def plain_head_model(model: Any, accelerator: Any) -> Any:
         return None
     inner = model.get_base_model() if is_peft_model(model) else model
     text = inner.config.get_text_config()
-    if any(getattr(text, k, None) not in (None, 1.0) for k in ("final_logit_softcapping", "logit_scale", "logits_scaling")):
+    if any(
+        getattr(text, k, None) not in (None, 1.0) for k in ("final_logit_softcapping", "logit_scale", "logits_scaling")
+    ):
         return None
     if not hasattr(inner, getattr(inner, "base_model_prefix", "")) or inner.get_output_embeddings() is None:
         return None

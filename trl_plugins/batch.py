@@ -181,7 +181,8 @@ def piece_weights(loss_type: str, batch: dict[str, Any], pieces: Sequence[dict[s
     ``dapo`` (whose normalizer is global).
 
     Example:
-        >>> b = {"completion_ids": torch.zeros(4, 2), "completion_mask": torch.ones(4, 2), "tool_mask": torch.ones(4, 2)}
+        >>> ones = torch.ones(4, 2)
+        >>> b = {"completion_ids": torch.zeros(4, 2), "completion_mask": ones, "tool_mask": ones}
         >>> piece_weights("grpo", b, [slice_rows(b, 0, 3), slice_rows(b, 3, 4)])
         [0.75, 0.25]
     """

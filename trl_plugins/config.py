@@ -65,7 +65,8 @@ def sub_config(name: str, config_class: type, value: Any) -> Any:
         try:
             value = json.loads(text) if text else {}
         except json.JSONDecodeError as exc:
-            raise TrainerConfigError(f"{name} must be a JSON object, e.g. '{{\"alpha\": 0.05}}': {exc} in {value!r}") from exc
+            example = '{"alpha": 0.05}'
+            raise TrainerConfigError(f"{name} must be a JSON object, e.g. '{example}': {exc} in {value!r}") from exc
     if not isinstance(value, dict):
         raise TrainerConfigError(f"{name} must be a mapping of {config_class.__name__} fields, not {value!r}")
     known = {f.name for f in fields(config_class)}
@@ -275,7 +276,8 @@ class AgentGRPOConfig(GRPOConfig):
         that have no field.
 
         Example:
-            >>> AgentGRPOConfig(output_dir="/tmp/x", loss_hooks=["epo"], epo={"alpha": 0.05}).hook_settings()["epo"].alpha
+            >>> args = AgentGRPOConfig(output_dir="/tmp/x", loss_hooks=["epo"], epo={"alpha": 0.05})
+            >>> args.hook_settings()["epo"].alpha
             0.05
         """
         settings: dict[str, Any] = dict(self.loss_hook_kwargs or {})
@@ -318,7 +320,8 @@ class AgentGRPOConfig(GRPOConfig):
         if self.advantage_estimator == "ppo":
             raise TrainerConfigError(
                 "advantage_estimator='ppo' moved to its own trainer: use AgentPPOConfig (the same fields plus the "
-                "critic's, ppo={'level': 'turn'}) with AgentPPOTrainer (from trl_plugins import AgentPPOConfig, AgentPPOTrainer); "
+                "critic's, ppo={'level': 'turn'}) with AgentPPOTrainer "
+                "(from trl_plugins import AgentPPOConfig, AgentPPOTrainer); "
                 "in a run file, set 'algorithm: ppo'"
             )
         if self.advantage_estimator not in ESTIMATORS:

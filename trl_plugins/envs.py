@@ -1,8 +1,9 @@
 """The trainer's environments and tasks: the pool its rollouts play in and the task dataset TRL samples from.
 
 :class:`EnvPool` holds one environment (or environment worker) per episode of a batch, built on first use, reused
-across batches and closed at the end of training (:class:`CloseEnvsCallback`); :class:`TrainTasks` is the train split's task list as the dataset
-TRL's sampler repeats ``num_generations`` times, and turns a dataset row back into ``(task, seed, group key)``.
+across batches and closed at the end of training (:class:`CloseEnvsCallback`); :class:`TrainTasks` is the train
+split's task list as the dataset TRL's sampler repeats ``num_generations`` times, and turns a dataset row back into
+``(task, seed, group key)``.
 
 Example:
     >>> tasks = TrainTasks(["a", "b"])

@@ -6,10 +6,10 @@ a turn (:func:`check_prompt_budget`).
 
 Example:
     >>> from trl_plugins.config import AgentGRPOConfig
-    >>> check_trl_options(AgentGRPOConfig(output_dir="/tmp/x", top_entropy_quantile=0.2))
+    >>> check_trl_options(AgentGRPOConfig(output_dir="/tmp/x", use_transformers_continuous_batching=True))
     Traceback (most recent call last):
     ...
-    NotImplementedError: top_entropy_quantile, use_adaptive_entropy and off_policy_mask_threshold are not supported by AgentGRPOTrainer; use a loss hook instead
+    NotImplementedError: use_transformers_continuous_batching is not supported by AgentGRPOTrainer
 """
 
 from __future__ import annotations

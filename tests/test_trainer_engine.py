@@ -105,7 +105,7 @@ def test_environments_step_in_worker_processes_with_the_same_episodes(tok, tmp_p
     assert [ep.completion() for ep in remote.last_episodes] == [ep.completion() for ep in local.last_episodes]
     assert [ep.total_return for ep in remote.last_episodes] == [ep.total_return for ep in local.last_episodes]
     # During training the pool held process workers: build it again to look, then close it.
-    workers = remote._envs(2)
+    workers = remote.env_pool.take(2)
     assert all(isinstance(w, ProcessWorker) for w in workers)
     remote.close_envs()
     assert descendants() <= before, "worker processes left after close_envs()"

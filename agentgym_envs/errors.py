@@ -21,7 +21,8 @@ The tree (each class also derives from the built-in exception it refines)::
     ├── ActionFailed                             in-episode: an action that cannot be carried out
     │   └── CommandError (ValueError)            in-episode: a TextCraft command that fails
     ├── PolicyError (RuntimeError)               a model policy cannot be built or reached
-    └── SuiteError (ValueError)                  a leaderboard suite that cannot be used
+    ├── SuiteError (ValueError)                  a leaderboard suite that cannot be used
+    └── RunLogError (FileNotFoundError)          a run folder without its metrics log
 
 Example:
     >>> import agentgym_envs
@@ -39,16 +40,58 @@ class AgentGymError(Exception):
     """Base class of every error raised by agentgym-envs."""
 
 
+def install_command(extra: str) -> str:
+    """The pip command that adds ``extra`` to agentgym-envs *as it was installed here*.
+
+    An editable install from a checkout gets ``pip install -e 'CHECKOUT[extra]'``, an install from a local folder or
+    wheel gets that path with the extra, and an install from a package index gets ``pip install 'agentgym-envs[extra]'``
+    (read from the distribution's ``direct_url.json``, PEP 610), so the advice works when pasted.
+
+    Example:
+        >>> install_command("web").startswith("pip install ")
+        True
+        >>> install_command("web").endswith("[web]'")
+        True
+    """
+    source = _install_source()
+    if source is None:
+        return f"pip install 'agentgym-envs[{extra}]'"
+    path, editable = source
+    return f"pip install {'-e ' if editable else ''}'{path}[{extra}]'"
+
+
+def _install_source() -> tuple[str, bool] | None:
+    """(local path, editable) where agentgym-envs was installed from a folder or a file, else None (an index)."""
+    import json
+    from importlib.metadata import PackageNotFoundError, distribution
+    from urllib.parse import unquote, urlparse
+
+    try:
+        raw = distribution("agentgym-envs").read_text("direct_url.json")
+    except PackageNotFoundError:
+        return None
+    try:
+        direct = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    if not isinstance(direct, dict) or not str(direct.get("url", "")).startswith("file://"):
+        return None
+    path = unquote(urlparse(direct["url"]).path)
+    dir_info = direct.get("dir_info")
+    return path, bool(isinstance(dir_info, dict) and dir_info.get("editable"))
+
+
 class MissingDependencyError(AgentGymError, ImportError):
     """An optional dependency of an environment family is not installed.
 
-    The message names the pip extra that installs it, e.g.
-    ``pip install 'agentgym-envs[textworld]'``; ``what`` names the part that needs it when
-    that is not an environment family (default: "The '<family>' environments").
+    The message names the pip extra that installs it, in the form that works for how the project was installed
+    (:func:`install_command`: ``pip install -e 'CHECKOUT[textworld]'`` from a checkout, ``pip install
+    'agentgym-envs[textworld]'`` from an index); ``what`` names the part that needs it when that is not an
+    environment family (default: "The '<family>' environments").
 
     Example:
-        >>> str(MissingDependencyError("web", "web", ["playwright"]))
-        "The 'web' environments need playwright, which is not installed. Install them with: pip install 'agentgym-envs[web]'"
+        >>> str(MissingDependencyError("web", "web", ["playwright"])).split(". Install")[0]
+        "The 'web' environments need playwright, which is not installed"
     """
 
     def __init__(self, family: str, extra: str, missing: list[str], what: str | None = None):
@@ -58,7 +101,7 @@ class MissingDependencyError(AgentGymError, ImportError):
         super().__init__(
             f"{what or f'The {family!r} environments'} need{'s' if what else ''} {', '.join(missing)}, which "
             f"{'is' if len(missing) == 1 else 'are'} not installed. "
-            f"Install them with: pip install 'agentgym-envs[{extra}]'"
+            f"Install them with: {install_command(extra)}"
         )
 
 
@@ -116,3 +159,7 @@ class PolicyError(AgentGymError, RuntimeError):
 
 class SuiteError(AgentGymError, ValueError):
     """A leaderboard suite name or suite file that cannot be used."""
+
+
+class RunLogError(AgentGymError, FileNotFoundError):
+    """A run folder that does not exist or holds no ``metrics.jsonl`` (``agentgym plot``)."""

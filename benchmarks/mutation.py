@@ -82,6 +82,7 @@ def reviewed_survivors(path: Path, module: str) -> dict[tuple[int, str, str], st
     return {(int(e["line"]), e["before"], e["after"]): e["why"] for e in entries}
 
 
+AEPO_TESTS = "tests/test_aepo.py tests/test_aepo_rounds.py tests/test_hook_interface.py"
 HOOK_TESTS = "tests/test_epo.py tests/test_hook_interface.py tests/test_erc.py tests/test_hooks.py tests/test_hooks_formulas.py"
 #: Named sets of (module, pytest selection) run by ``--suite NAME``.  ``loss``: the modules issue 15 holds to at least
 #: 90 % killed -- the advantage estimators, the loss hooks, the entropy path and the loss reduction -- each with the
@@ -92,7 +93,9 @@ SUITES: dict[str, list[tuple[str, str]]] = {
         ("trl_plugins/hooks/base.py", HOOK_TESTS),
         ("trl_plugins/hooks/epo.py", HOOK_TESTS),
         ("trl_plugins/hooks/erc.py", HOOK_TESTS),
-        ("trl_plugins/hooks/aepo.py", "tests/test_aepo.py tests/test_aepo_rounds.py tests/test_hook_interface.py"),
+        ("trl_plugins/aepo/loss.py", AEPO_TESTS),
+        ("trl_plugins/aepo/config.py", AEPO_TESTS),
+        ("trl_plugins/aepo/branching.py", AEPO_TESTS),
         ("trl_plugins/hooks/reductions.py", "tests/test_loss_reduction.py"),
         ("trl_plugins/hooks/compose.py", "tests/test_loss_reduction.py"),
         ("trl_plugins/entropy.py", "tests/test_entropy.py"),

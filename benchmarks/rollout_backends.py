@@ -6,7 +6,7 @@ Rows (each measured in its own process, so that thread settings and peak memory 
   a KV cache within a turn, the whole context prefilled again every turn);
 * ``vllm``: :class:`agentgym_envs.generation.vllm.VLLMBackend` (prefix caching across turns).
 
-Both play the same episodes through :func:`trl_plugins.rollout.run_episodes` (same environment,
+Both play the same episodes through :func:`agentgym_envs.engine.run_episodes` (same environment,
 tasks, seeds, chat template, turn and token limits). Decoding is greedy by default so that both
 sides generate the same replies, hence the same tokens and turns (printed per row); the engine's
 start-up is not timed and one warm-up batch runs first. ``rollout tokens/s`` is model tokens
@@ -62,8 +62,8 @@ def rollout_row(
     from transformers import AutoTokenizer
 
     from agentgym_envs import make_env
+    from agentgym_envs.engine import ChatFormat, RolloutConfig, RolloutStats, run_episodes
     from agentgym_envs.generation import SamplingSettings
-    from trl_plugins.rollout import ChatFormat, RolloutConfig, RolloutStats, run_episodes
 
     torch.set_num_threads(threads)
     tok = AutoTokenizer.from_pretrained(model_path)

@@ -1,12 +1,15 @@
 """Subclassing AgentGRPOTrainer: a custom advantage and a logged extra metric.
 
-    .venv/bin/python examples/custom_trainer.py      # one step with a tiny random model
+    .venv/bin/python examples/custom_trainer.py                  # one step with a tiny random model
+    .venv/bin/python examples/custom_trainer.py --steps 5 --output-dir runs/custom
 
 Measured on a 2-core CPU: about 15 s, most of it importing torch and TRL (the first run also generates the
 TextWorld game, which adds seconds; a loaded machine can take twice as long).
 """
 
 from __future__ import annotations
+
+import argparse
 
 import torch
 
@@ -27,14 +30,22 @@ class ShortEpisodeTrainer(AgentGRPOTrainer):
         return [adv[i].repeat(len(ep.turns)) for i, ep in enumerate(episodes)]
 
 
-if __name__ == "__main__":
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=1, help="training steps (default: 1)")
+    parser.add_argument("--output-dir", default="runs/custom-example", help="run folder (default: runs/custom-example)")
+    cli = parser.parse_args()
     tokenizer = tiny_tokenizer()
     args = AgentGRPOConfig(
-        output_dir="runs/custom-example", env_id="agentgym/TextWorld-w2-o3-q4-v0",
+        output_dir=cli.output_dir, env_id="agentgym/TextWorld-w2-o3-q4-v0",
         env_kwargs={"seed_range": (30001, 30001)}, num_generations=2, per_device_train_batch_size=2,
-        max_turns=2, max_new_tokens_per_turn=8, max_context_tokens=1024, max_steps=1, report_to="none",
+        max_turns=2, max_new_tokens_per_turn=8, max_context_tokens=1024, max_steps=cli.steps, report_to="none",
         save_strategy="no", gradient_checkpointing=False,
     )
     trainer = ShortEpisodeTrainer(tiny_model(tokenizer), args=args, processing_class=tokenizer)
     trainer.train()
     print({k: v for k, v in trainer.state.log_history[0].items() if k.startswith(("custom/", "env/"))})
+
+
+if __name__ == "__main__":
+    main()

@@ -12,17 +12,19 @@ import statistics
 import pytest
 import torch
 
-from trl_plugins.hooks import (
+from trl_plugins.aepo import (
     AEPOBranchConfig,
     AEPOConfig,
     AEPOHook,
     BranchPenaltyState,
-    LossContext,
-    LossHookConfigError,
     aepo_branch_probability,
     aepo_entropy_advantages,
     aepo_policy_loss,
     aepo_rollout_budget,
+)
+from trl_plugins.hooks import (
+    LossContext,
+    LossHookConfigError,
     build_hooks,
 )
 
@@ -187,6 +189,25 @@ def test_branch_config_bounds_one_at_a_time():
     # validated once: the settings cannot be changed into invalid ones afterwards
     with pytest.raises(dataclasses.FrozenInstanceError):
         AEPOBranchConfig().entropy_tokens = 0  # type: ignore[misc]
+
+
+def test_trainer_config_takes_all_of_aepo_in_one_field_from_the_command_line_and_a_run_file(tmp_path):
+    from trl import TrlParser
+
+    from trl_plugins.config import AgentGRPOConfig, RunSpec
+    from trl_plugins.errors import TrainerConfigError
+
+    argv = ["--output_dir", str(tmp_path), "--loss_hooks", "aepo", "--aepo", '{"coef": 0.1, "branching": {"w": 0.3}}']
+    (cli,) = TrlParser((AgentGRPOConfig,)).parse_args_and_config(argv)
+    assert cli.aepo == AEPOConfig(coef=0.1, branching=AEPOBranchConfig(w=0.3))
+    (hook,) = build_hooks(cli.loss_hooks, cli.hook_params())
+    assert hook.config == AEPOConfig(coef=0.1)  # the hook takes the loss half
+    run = RunSpec.from_dict({"model": "tiny", "trainer": {"output_dir": str(tmp_path), "aepo": {"branching": {}}}})
+    assert run.trainer.aepo.branching == AEPOBranchConfig()
+    assert AgentGRPOConfig(output_dir=str(tmp_path)).aepo.branching is None  # off unless asked for
+    for bad in ('{"branching": {"p_brnch": 1}}', '{"coef": ', "[1]"):
+        with pytest.raises(TrainerConfigError, match="aepo"):
+            AgentGRPOConfig(output_dir=str(tmp_path), aepo=bad)
 
 
 # ------------------------------------------------------------------------------------------------ hook

@@ -6,9 +6,15 @@ from __future__ import annotations
 import pytest
 from trainer_toys import letter_env
 
-from trl_plugins.hooks import BranchPenaltyState, aepo_rollout_budget
+from agentgym_envs.engine import ChatFormat, RolloutConfig
+from trl_plugins.aepo import (
+    AEPOBranchConfig,
+    BranchingStats,
+    BranchPenaltyState,
+    aepo_rollout_budget,
+    run_branching_episodes,
+)
 from trl_plugins.models import tiny_tokenizer
-from trl_plugins.rollout import AEPOBranchConfig, ChatFormat, RolloutConfig, RolloutStats, run_episodes
 
 K = 4
 PROBE = [0.5, 1.0, 3.0]  # the probe's three turns: H_root = 0.5, tool-call steps 1.0 and 3.0
@@ -37,11 +43,12 @@ def play(tok, variant: str, p_branch: float = 1.01):
         return [2.0] * len(contexts)
 
     envs = [letter_env(target=10, max_steps=3) for _ in range(K)]
-    config = RolloutConfig(
-        max_turns=3, max_new_tokens=8, aepo=AEPOBranchConfig(p_branch=p_branch, seed=0, variant=variant)
+    config = RolloutConfig(max_turns=3, max_new_tokens=8)
+    branching = AEPOBranchConfig(p_branch=p_branch, seed=0, variant=variant)
+    stats = BranchingStats()
+    episodes = run_branching_episodes(
+        envs, [(0, 1, 0)] * K, generate, fmt, config, entropy_fn=entropy, branching=branching, stats=stats
     )
-    stats = RolloutStats()
-    episodes = run_episodes(envs, [(0, 1, 0)] * K, generate, fmt, config, stats, entropy_fn=entropy)
     return episodes, stats, calls
 
 

@@ -12,7 +12,17 @@ import pytest
 import torch
 from trainer_toys import letter_env
 
-from agentgym_envs.engine import ChatFormat, RolloutConfig, RolloutStats, run_episodes, stop_ids_for
+from agentgym_envs.engine import (
+    ChatFormat,
+    RolloutConfig,
+    RolloutStats,
+    as_worker,
+    fork_episode,
+    record_turn,
+    run_episodes,
+    start_episodes,
+    stop_ids_for,
+)
 from agentgym_envs.generation import GenerationRequest, SamplingSettings
 from agentgym_envs.generation.openai import OpenAIBackend
 from agentgym_envs.generation.transformers import TransformersBackend
@@ -235,3 +245,52 @@ def test_openai_backend_sends_each_turn_of_a_batch_concurrently():
     assert [m["role"] for m in last["messages"]] == ["system", "user", "assistant", "user", "assistant", "user"]
     assert last["messages"][2]["content"] == "tree" and last["seed"] == 12
     assert last["messages"] == episodes[1].messages[:6]
+
+
+def test_fork_episode_continues_one_episode_twice_from_a_turn():
+    """The branching seam: a fork shares the history up to its turn, then plays on in its own environment state."""
+    config = RolloutConfig(max_turns=3)
+    env, spare = letter_env(target=9, max_steps=3), letter_env(target=9, max_steps=3)
+
+    def play(ep, env, text):
+        record_turn(ep, env.step(text), None, [], text, False, False, None, config)
+
+    (ep,) = start_episodes([as_worker(env)], [(0, 5, 0)], None, config)
+    play(ep, env, "tree")
+    branch, branch_env = fork_episode(ep, 0, env, spare)
+    assert (branch.parent, branch.branch_turn) == (0, 1) and branch.messages == ep.messages
+    play(ep, env, "tree")
+    play(branch, branch_env, "moon")
+    # the branch's environment carried the point scored before the fork, and the parent's did not see "moon"
+    assert [t.observation for t in ep.turns] == ["Yes, that has an e. Points: 1.", "Yes, that has an e. Points: 2."]
+    assert [t.observation for t in branch.turns] == ["Yes, that has an e. Points: 1.", "No e in that. Points: 1."]
+    assert len(ep.messages) == len(branch.messages) and ep.messages[-1] != branch.messages[-1]
+
+
+@pytest.mark.parametrize("bad_id", [-1, 10**6], ids=["negative", "out_of_vocabulary"])
+def test_a_reply_with_ids_that_name_no_token_ends_that_episode_with_a_generation_error(tok, bad_id):
+    fmt = ChatFormat(tok)
+    tree = tok("tree", add_special_tokens=False)["input_ids"]
+
+    def generate(contexts, max_new_tokens):  # the second context's second turn gets a broken reply
+        replies = []
+        for row, ctx in enumerate(contexts):
+            broken = row == 1 and ctx.count(tok.eos_token_id) >= 3  # one earlier turn closed
+            replies.append([*tree[:1], bad_id, tok.eos_token_id] if broken else [*tree, tok.eos_token_id])
+        return replies
+
+    envs = [letter_env(target=9, max_steps=3), letter_env(target=9, max_steps=3)]
+    stats = RolloutStats()
+    healthy, broken = run_episodes(envs, [(0, 0, 0), (1, 1, 1)], generate, fmt, RolloutConfig(max_turns=3), stats)
+    assert (broken.done, broken.truncated, broken.truncation_reason) == (True, True, "generation_error")
+    assert len(broken.turns) == 1 and str(bad_id) in broken.info["error"]
+    assert broken.turns[-1].env_ids == []  # the sequence ends with the model's last good turn
+    assert (healthy.truncation_reason, len(healthy.turns)) == ("step_limit", 3)
+    # The synchronous one-episode path (apply_action) gives the same outcome.
+    from agentgym_envs.engine import apply_action
+
+    env = letter_env(target=9, max_steps=3)
+    (episode,) = start_episodes([as_worker(env)], [(0, 0, 0)], fmt, RolloutConfig())
+    apply_action(episode, env, [], [bad_id], fmt, RolloutConfig())
+    env.close()
+    assert episode.truncation_reason == "generation_error" and not episode.turns

@@ -16,8 +16,8 @@ import weakref
 import pytest
 import torch
 
+from trl_plugins.aepo import AEPOHook
 from trl_plugins.hooks import (
-    AEPOHook,
     EPOHook,
     ERCHook,
     LossContext,

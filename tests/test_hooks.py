@@ -8,20 +8,22 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from trl_plugins.entropy import logps_and_entropy
-from trl_plugins.hooks import (
+from trl_plugins.aepo import (
     AEPOHook,
     BranchPenaltyState,
+    aepo_branch_probability,
+    aepo_entropy_advantages,
+    aepo_policy_loss,
+    aepo_rollout_budget,
+)
+from trl_plugins.entropy import logps_and_entropy
+from trl_plugins.hooks import (
     EntropyHistory,
     EPOConfig,
     EPOHook,
     ERCHook,
     LossContext,
     LossHookConfigError,
-    aepo_branch_probability,
-    aepo_entropy_advantages,
-    aepo_policy_loss,
-    aepo_rollout_budget,
     build_hooks,
     compose_loss,
     entropy_metrics,

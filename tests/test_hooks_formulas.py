@@ -7,12 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from trl_plugins.aepo import AEPOHook, aepo_entropy_advantages
 from trl_plugins.hooks import (
-    AEPOHook,
     EntropyHistory,
     EPOHook,
     LossContext,
-    aepo_entropy_advantages,
     compose_loss,
     epo_smoothing_penalty,
 )
@@ -90,7 +89,7 @@ def test_aepo_standardises_over_the_whole_batch_not_per_row():
 
 
 def test_aepo_hook_with_a_nonzero_coefficient_changes_loss_and_gradient_by_the_formula():
-    from trl_plugins.hooks.aepo import aepo_policy_loss
+    from trl_plugins.aepo import aepo_policy_loss
     from trl_plugins.hooks.compose import reduce_token_loss
 
     results = {}

@@ -49,9 +49,12 @@ def test_render_modes_do_not_warn(mode: str, capsys) -> None:
 
 BARE_SCRIPT = textwrap.dedent(
     """
+    import sys
     import gymnasium as gym
     import agentgym_envs
     from agentgym_envs import MissingDependencyError
+
+    WHEEL = sys.argv[1]  # installed from this wheel file: every hint must name it with the extra
 
     env = gym.make("agentgym/TextCraft-v0", split="test")
     obs, info = env.reset(seed=0)
@@ -62,7 +65,7 @@ BARE_SCRIPT = textwrap.dedent(
         try:
             gym.make(env_id)
         except MissingDependencyError as exc:
-            assert f"pip install 'agentgym-envs[{extra}]'" in str(exc), exc
+            assert f"pip install '{WHEEL}[{extra}]'" in str(exc), exc
             print(env_id, "names", extra)
         else:
             raise AssertionError(f"{env_id} was made without its extra")
@@ -70,12 +73,12 @@ BARE_SCRIPT = textwrap.dedent(
     try:  # MiniWoB lists its tasks beyond the standard set from the miniwob package
         registration("agentgym/MiniWoB-draw-circle-v0")
     except gym.error.UnregisteredEnv as exc:
-        assert "pip install 'agentgym-envs[web]'" in str(exc), exc
+        assert f"pip install '{WHEEL}[web]'" in str(exc), exc
         print("unknown MiniWoB id names web")
     try:
         import trl_plugins  # noqa: F401
     except MissingDependencyError as exc:
-        assert "pip install 'agentgym-envs[train]'" in str(exc) and "torch" in str(exc), exc
+        assert f"pip install '{WHEEL}[train]'" in str(exc) and "torch" in str(exc), exc
         print("trl_plugins names train")
     else:
         raise AssertionError("trl_plugins imported without torch")
@@ -84,20 +87,48 @@ BARE_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.timeout(600)
-def test_base_install_alone_lists_plays_and_names_extras(tmp_path: Path) -> None:
-    """``pip install agentgym-envs`` with no extras, in a fresh venv (needs the package index)."""
+def test_wheel_alone_lists_plays_and_names_extras(tmp_path: Path) -> None:
+    """The project as a wheel (``python -m build``) with no extras, in a fresh venv (needs the package index).
+
+    Every install hint then names the wheel with the extra, which is what works when pasted (the project is not on
+    an index).
+    """
+    dist = tmp_path / "dist"
+    built = subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(REPO)],
+                           capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+    (wheel,) = dist.glob("agentgym_envs-*.whl")
     venv = tmp_path / "bare"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(REPO)], capture_output=True, text=True)
+    # No PYTHONPATH: a checkout on it (with the build's egg-info) would make pip think the project is installed.
+    env = {**os.environ, "AGENTGYM_CACHE": str(tmp_path / "cache"), "PYTHONPATH": ""}
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=env)
+    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(wheel)], capture_output=True, text=True,
+                         env=env)
     if pip.returncode != 0:
         pytest.skip(f"cannot install into a fresh venv here: {pip.stderr[-500:]}")
-    env = {**os.environ, "AGENTGYM_CACHE": str(tmp_path / "cache"), "PYTHONPATH": ""}
     listed = subprocess.run([str(venv / "bin" / "agentgym"), "list"], capture_output=True, text=True, env=env,
                             cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
-    assert "agentgym/TextCraft-v0" in listed.stdout and "pip install 'agentgym-envs[web]'" in listed.stdout
-    run = subprocess.run([str(venv / "bin" / "python"), "-c", BARE_SCRIPT], capture_output=True, text=True, env=env,
-                         cwd=tmp_path)
+    assert "agentgym/TextCraft-v0" in listed.stdout and f"pip install '{wheel}[web]'" in listed.stdout
+    version = subprocess.run([str(venv / "bin" / "agentgym"), "--version"], capture_output=True, text=True, env=env,
+                             cwd=tmp_path)
+    assert version.returncode == 0 and version.stdout.strip() == f"agentgym {agentgym_envs.__version__}"
+    run = subprocess.run([str(venv / "bin" / "python"), "-c", BARE_SCRIPT, str(wheel)], capture_output=True,
+                         text=True, env=env, cwd=tmp_path)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "textcraft ok" in run.stdout and "trl_plugins names train" in run.stdout
     assert "unknown MiniWoB id names web" in run.stdout or "draw-circle" in listed.stdout
+
+
+def test_install_hint_matches_how_the_project_was_installed() -> None:
+    """This checkout is installed editable (scripts/install.sh), so the hint is ``pip install -e 'CHECKOUT[x]'``."""
+    from importlib.metadata import distribution
+
+    from agentgym_envs.errors import install_command
+
+    direct = distribution("agentgym-envs").read_text("direct_url.json") or ""
+    if '"editable": true' not in direct:
+        pytest.skip("agentgym-envs is not installed editable here")
+    hint = install_command("babyai")
+    assert hint.startswith("pip install -e '") and hint.endswith("[babyai]'"), hint
+    assert Path(hint.split("'")[1].removesuffix("[babyai]")).joinpath("pyproject.toml").is_file(), hint

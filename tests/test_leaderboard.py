@@ -13,8 +13,7 @@ import pytest
 from process_checks import descendants
 
 from agentgym_envs.errors import PolicyError, SuiteError
-from agentgym_envs.eval import leaderboard
-from agentgym_envs.eval.leaderboard import Suite, SuiteEntry, load_suite, pass_at_k, run_leaderboard
+from agentgym_envs.eval import Suite, SuiteEntry, load_suite, pass_at_k, report, results, run_leaderboard, runner
 from agentgym_envs.eval.policies import HFPolicy, OpenAIPolicy, make_policy
 
 SUITE = Suite(
@@ -59,7 +58,7 @@ def test_an_interrupted_run_resumes_without_redoing_episodes(tmp_path) -> None:
     with (tmp_path / "episodes.jsonl").open("a") as handle:
         handle.write('{"policy": "expert", "env_id": "cut sh')  # a line cut short by a kill
     run_leaderboard(suite, ["random", "expert"], tmp_path, progress=False)
-    records = leaderboard.read_results([tmp_path / "episodes.jsonl"])
+    records = results.read_results([tmp_path / "episodes.jsonl"])
     assert len(records) == 4
     assert (tmp_path / "episodes.jsonl").read_text().startswith(first)  # the first three were not played again
     keys = [(r["policy"], r["task_index"]) for r in records]
@@ -82,7 +81,7 @@ def test_results_of_different_runs_merge_into_one_leaderboard(tmp_path) -> None:
 
 
 def test_a_tiny_real_transformer_plays_through_the_trainer_prompts(tmp_path) -> None:
-    from agentgym_envs.eval.models import smollm2_tokenizer
+    from agentgym_envs.models import smollm2_tokenizer
     from trl_plugins.models import tiny_model
 
     folder = tmp_path / "tiny"
@@ -185,20 +184,20 @@ def test_merge_keeps_runs_with_different_settings_apart_and_counts_duplicates(tm
 
 def test_model_settings_and_files_are_part_of_an_episodes_key(tmp_path) -> None:
     entry = TEXTCRAFT.entries[0]
-    scripted = [leaderboard.episode_settings("random", entry, 0, t, 48) for t in (0.0, 0.7)]
+    scripted = [results.episode_settings("random", entry, 0, t, 48) for t in (0.0, 0.7)]
     assert scripted[0] == scripted[1]
     folder = tmp_path / "model"
     folder.mkdir()
     (folder / "config.json").write_text("{}")
     (folder / "model.safetensors").write_bytes(b"1234")
     spec = f"hf:{folder}"
-    first = leaderboard.episode_settings(spec, entry, 0, 0.7, 48)
-    assert first != leaderboard.episode_settings(spec, entry, 0, 0.0, 48)
-    assert first != leaderboard.episode_settings(spec, entry, 0, 0.7, 32)
+    first = results.episode_settings(spec, entry, 0, 0.7, 48)
+    assert first != results.episode_settings(spec, entry, 0, 0.0, 48)
+    assert first != results.episode_settings(spec, entry, 0, 0.7, 32)
     (folder / "model.safetensors").write_bytes(b"123456")  # retrained weights
-    assert leaderboard.settings_key(first) != leaderboard.settings_key(leaderboard.episode_settings(spec, entry, 0, 0.7, 48))
+    assert results.settings_key(first) != results.settings_key(results.episode_settings(spec, entry, 0, 0.7, 48))
     other_format = SuiteEntry(entry.env_id, 2, {"max_steps": 8, "action_format": "json"})
-    assert leaderboard.episode_settings("random", other_format, 0, 0.7, 48)["action_format"] == "json"
+    assert results.episode_settings("random", other_format, 0, 0.7, 48)["action_format"] == "json"
 
 
 def test_a_suite_skips_an_environment_whose_data_is_missing(tmp_path) -> None:
@@ -239,7 +238,7 @@ def test_the_chart_shows_zero_bars_and_colours_each_policys_error_bars(tmp_path)
     rows = run_leaderboard(TEXTCRAFT, ["expert", "random"], tmp_path, progress=False)
     by = {r["policy"]: r for r in rows}
     random_rate = by["random"]["success_rate"]
-    fig = leaderboard.chart_figure([r for r in rows if r["level"] == "environment"], "test")
+    fig = report.chart_figure([r for r in rows if r["level"] == "environment"], "test")
     ax = fig.axes[0]
     labels = [t.get_text() for t in ax.texts]
     assert "100%" in labels and f"{random_rate:.0%}" in labels
@@ -269,14 +268,14 @@ def test_results_lines_that_are_not_episode_records_are_set_aside(tmp_path) -> N
     path = tmp_path / "episodes.jsonl"
     path.write_text('{"policy": "x"}\n[1, 2]\n{"policy": "expert", "env_id": "e", "task_index": "a", "sample": 0}\n')
     with pytest.warns(UserWarning, match="3 line"):
-        loaded = leaderboard.load_results([path])
+        loaded = results.load_results([path])
     assert loaded.records == [] and loaded.set_aside == 3
 
 
 def test_the_batch_path_gives_the_same_results_as_the_sequential_path_for_a_greedy_policy(tmp_path) -> None:
     import torch
 
-    from agentgym_envs.eval.models import smollm2_tokenizer
+    from agentgym_envs.models import smollm2_tokenizer
     from trl_plugins.models import tiny_model
 
     folder = tmp_path / "tiny"
@@ -319,7 +318,7 @@ def test_the_batch_path_gives_the_same_results_as_the_sequential_path_for_a_gree
     config = RolloutConfig(max_new_tokens=12, max_context_tokens=8192, reply="text", first_line_only=True)
     batched = run_episodes(envs, [(envs[0].unwrapped.task_ids[i], i, i) for i in range(4)], backend, fmt, config)
     for i, ep in enumerate(batched):
-        play_episode(leaderboard._FixedTask(envs[0], envs[0].unwrapped.task_ids[i]), policy, i)
+        play_episode(runner._FixedTask(envs[0], envs[0].unwrapped.task_ids[i]), policy, i)
         assert ep.messages[:-1] == policy.conversation.messages
     replies = [t for ep in batched for t in ep.turns]
     assert any(t.hit_token_limit for t in replies)  # ran to max_new_tokens
@@ -332,8 +331,8 @@ def test_environments_in_worker_processes_give_the_same_episodes_and_leave_no_pr
     import psutil
     import torch
 
-    import agentgym_envs.engine
-    from agentgym_envs.eval.models import smollm2_tokenizer
+    import agentgym_envs.workers
+    from agentgym_envs.models import smollm2_tokenizer
     from trl_plugins.models import tiny_model
 
     folder = tmp_path / "tiny"
@@ -351,7 +350,7 @@ def test_environments_in_worker_processes_give_the_same_episodes_and_leave_no_pr
         ),
         samples=2,
     )
-    real_make_workers, started = agentgym_envs.engine.make_workers, []
+    real_make_workers, started = agentgym_envs.workers.make_workers, []
 
     def spy(env_id, n, **kwargs):  # the real make_workers; it notes which workers and processes were started
         group = real_make_workers(env_id, n, **kwargs)
@@ -359,7 +358,7 @@ def test_environments_in_worker_processes_give_the_same_episodes_and_leave_no_pr
         started.append((env_id, n, kwargs["kind"], {worker.pid for worker in group}, group))
         return group
 
-    monkeypatch.setattr(agentgym_envs.engine, "make_workers", spy)
+    monkeypatch.setattr(agentgym_envs.workers, "make_workers", spy)
     before = descendants()
     spec, kwargs = f"hf:{folder}", dict(progress=False, temperature=0.0, max_new_tokens=12)
     run_leaderboard(suite, [spec], tmp_path / "inprocess", env_workers="inprocess", **kwargs)
@@ -386,3 +385,94 @@ def test_environments_in_worker_processes_give_the_same_episodes_and_leave_no_pr
 
     with pytest.raises(ValueError, match="env_workers"):
         run_leaderboard(suite, [spec], tmp_path / "bad", env_workers="threads", **kwargs)
+
+
+def poisoned_copies(record: dict) -> list[str]:
+    """Lines of a results file that hold a real record with all its fields, but of the wrong types.
+
+    Each has a settings key of its own, so that none is dropped as a duplicate of the real record.
+    """
+    keys = iter(range(100))
+
+    def line(**changes) -> str:
+        return json.dumps({**record, "settings_key": f"poisoned-{next(keys)}", **changes})
+
+    deep = "[" * 100_000 + "]" * 100_000
+    return [
+        line(settings_key=["a", "b"]),  # unhashable: an episode key cannot be built from it
+        line(policy=["random"]),
+        line(task_index=float("inf")),  # json.dumps writes Infinity, which json.loads reads back
+        line(task_index=-1),
+        line(**{"return": "lots"}),
+        line(env_id=7),
+        line(won="yes"),  # bool("yes") would count as a win
+        line(sample=True),
+        line(steps=1.5),
+        line(policy="random\ud800"),  # an escaped lone surrogate, which no table can be written with
+        deep,
+        '{"policy": ' + deep + "}",
+    ]
+
+
+def test_resume_and_merge_set_aside_records_of_the_wrong_types_and_count_them(tmp_path) -> None:
+    run_leaderboard(TEXTCRAFT, ["random"], tmp_path / "run", progress=False)
+    path = tmp_path / "run" / "episodes.jsonl"
+    good = lines(path)
+    poisoned = poisoned_copies(good[0])
+    beyond_suite = json.dumps({**good[0], "sample": 5, "won": True})  # valid, but TEXTCRAFT has 1 sample per task
+    with path.open("ab") as handle:
+        handle.write(("\n".join(poisoned) + "\n").encode())
+        not_utf8 = json.dumps({**good[0], "policy": "POLICY"}).encode().replace(b"POLICY", b"\xff\xfe")
+        handle.write(not_utf8 + b"\n")
+        handle.write((beyond_suite + "\n").encode())
+    bad = len(poisoned) + 1
+
+    with pytest.warns(UserWarning, match=f"{bad} line"):
+        loaded = results.load_results([path])
+    assert loaded.set_aside == bad and loaded.duplicates == 0
+    assert loaded.records == good + [json.loads(beyond_suite)]  # without a suite, any sample is an episode
+    assert loaded.reasons["nested too deep"] == 2 and loaded.reasons["won is not true or false"] == 1
+    assert loaded.reasons["text that is not valid Unicode"] == 2  # the escaped surrogate and the non-UTF-8 bytes
+    with pytest.warns(UserWarning):
+        in_suite = results.load_results([path], TEXTCRAFT)
+    assert in_suite.records == good and in_suite.outside_suite == 1
+
+    # Resume: nothing replayed, nothing crashes, the beyond-the-suite win does not count, the notes say why.
+    before = path.read_bytes()
+    with pytest.warns(UserWarning, match=f"{bad} line"):
+        rows = run_leaderboard(TEXTCRAFT, ["random"], tmp_path / "run", progress=False)
+    assert path.read_bytes() == before
+    (row,) = rows
+    assert row["episodes"] == 2 and row["success_rate"] == sum(r["won"] for r in good) / 2
+    markdown = (tmp_path / "run" / "leaderboard.md").read_text()
+    assert f"set aside {bad} line(s) of episodes.jsonl that are not valid episode records" in markdown
+    assert "left out 1 episodes in episodes.jsonl beyond this suite's tasks or samples" in markdown
+
+    # Merge: the same lines are set aside and counted under the table; won="yes" is not a win.
+    result = subprocess.run(
+        [sys.executable, "-m", "agentgym_envs.cli", "leaderboard", "--merge", str(path), "--out", str(tmp_path / "m")],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    merged = (tmp_path / "m" / "leaderboard.md").read_text()
+    assert f"{bad} line(s) that are not valid episode records were set aside" in merged
+    assert "merged 3 episodes from 1 file(s)" in merged
+
+
+def test_a_results_file_with_only_invalid_records_merges_into_a_clear_error(tmp_path) -> None:
+    path = tmp_path / "episodes.jsonl"
+    path.write_text('{"policy": [1], "env_id": 2}\n' + "[" * 100_000 + "\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "agentgym_envs.cli", "leaderboard", "--merge", str(path), "--out", str(tmp_path / "m")],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 2 and "no episode records" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_old_leaderboard_module_still_imports_its_names_with_a_deprecation_warning() -> None:
+    with pytest.warns(DeprecationWarning, match="import run_leaderboard from agentgym_envs.eval.runner"):
+        from agentgym_envs.eval.leaderboard import run_leaderboard as old
+
+    assert old is run_leaderboard
+    with pytest.raises(ImportError):
+        from agentgym_envs.eval.leaderboard import no_such_name  # noqa: F401

@@ -19,10 +19,10 @@ import pytest
 import torch
 from trl import GRPOConfig
 
+from trl_plugins.aepo import AEPOHook
 from trl_plugins.hooks import (
     LOSS_TYPES,
     UNSCALED_LOSS_TYPES,
-    AEPOHook,
     EPOHook,
     ERCHook,
     LossContext,

@@ -17,8 +17,10 @@ def expert_episode(env: TextWorldEnv, task: int) -> dict:
     _, info = env.reset(options={"task": task})
     done = False
     while not done:
-        _, _, terminated, truncated, info = env.step(env.expert_action())
+        obs, _, terminated, truncated, info = env.step(env.expert_action())
         done = terminated or truncated
+    # The interpreter's end menu offers RESTART/RESTORE/UNDO, which the environment refuses: never shown.
+    assert "RESTART" not in obs and "UNDO" not in obs, obs
     return info
 
 

@@ -10,16 +10,10 @@ import torch
 
 import agentgym_envs  # noqa: F401 - registers the ids
 from agentgym_envs.core import SupportsSnapshot, as_text_env
+from agentgym_envs.engine import ChatFormat, RolloutConfig
 from agentgym_envs.generation.sampling import sample_batch
+from trl_plugins.aepo import AEPOBranchConfig, BranchingStats, action_entropies, run_branching_episodes
 from trl_plugins.models import tiny_model, tiny_tokenizer
-from trl_plugins.rollout import (
-    AEPOBranchConfig,
-    ChatFormat,
-    RolloutConfig,
-    RolloutStats,
-    action_entropies,
-    run_episodes,
-)
 
 K = 4
 
@@ -49,9 +43,12 @@ def test_aepo_branching_shares_prefix_then_continues_independently(tok):
     def entropy(contexts, actions):
         return action_entropies(model, contexts, actions, pad_id=tok.pad_token_id)
 
-    config = RolloutConfig(max_turns=4, max_new_tokens=12, aepo=AEPOBranchConfig(p_branch=0.05, seed=0))
-    stats = RolloutStats()
-    episodes = run_episodes(envs, tasks, generate, fmt, config, stats, entropy_fn=entropy, rng=random.Random(0))
+    config = RolloutConfig(max_turns=4, max_new_tokens=12)
+    stats = BranchingStats()
+    episodes = run_branching_episodes(
+        envs, tasks, generate, fmt, config, entropy_fn=entropy, branching=AEPOBranchConfig(p_branch=0.05, seed=0),
+        stats=stats, rng=random.Random(0),
+    )
 
     # Every group still has exactly k samples: m independent ones plus branches.
     assert len(episodes) == 2 * K
@@ -103,8 +100,7 @@ def test_trainer_with_aepo_branching_logs_branch_counts(tmp_path, tok):
             max_steps=1,
             max_new_tokens_per_turn=8,
             max_context_tokens=4096,
-            aepo_branching=True,
-            aepo_p_branch=0.05,
+            aepo={"branching": {"p_branch": 0.05}},
             loss_hooks=["aepo"],
         )
     )
@@ -161,9 +157,12 @@ def test_aepo_branching_deepcopies_envs_without_snapshot(tok):
     def entropy(contexts, actions):
         return action_entropies(model, contexts, actions, pad_id=tok.pad_token_id)
 
-    config = RolloutConfig(max_turns=4, max_new_tokens=4, max_context_tokens=600, aepo=AEPOBranchConfig(p_branch=0.0))
-    stats = RolloutStats()
-    episodes = run_episodes(envs, [(0, 3, 0)] * K, generate, ChatFormat(tok), config, stats, entropy_fn=entropy)
+    config = RolloutConfig(max_turns=4, max_new_tokens=4, max_context_tokens=600)
+    stats = BranchingStats()
+    episodes = run_branching_episodes(
+        envs, [(0, 3, 0)] * K, generate, ChatFormat(tok), config, entropy_fn=entropy,
+        branching=AEPOBranchConfig(p_branch=0.0), stats=stats,
+    )
     assert len(episodes) == K and stats.branches > 0
     fresh = letter_env(target=9, max_steps=4)
     for ep in episodes:  # points carried over correctly into each copy: replays match

@@ -6,8 +6,8 @@ import pytest
 import torch
 from trainer_toys import LetterEnv, letter_env
 
+from agentgym_envs.engine import ChatFormat, Episode, RolloutConfig, episode_metrics, run_episodes
 from trl_plugins.models import smollm2_tokenizer, tiny_model, tiny_tokenizer
-from trl_plugins.rollout import ChatFormat, Episode, RolloutConfig, episode_metrics, run_episodes
 
 
 @pytest.fixture(scope="module")

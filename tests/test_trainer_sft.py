@@ -6,9 +6,9 @@ import pytest
 
 pytest.importorskip("textworld")
 
+from agentgym_envs.engine import ChatFormat, RolloutConfig, run_episodes  # noqa: E402
 from agentgym_envs.registry import make_env  # noqa: E402
 from trl_plugins.models import tiny_model, tiny_tokenizer  # noqa: E402
-from trl_plugins.rollout import ChatFormat, RolloutConfig, run_episodes  # noqa: E402
 from trl_plugins.sft import expert_dataset  # noqa: E402
 
 ENV = "agentgym/TextWorld-w2-o3-q4-v0"

@@ -65,7 +65,7 @@ def max_gap(a: list[float], b: list[float]) -> float:
 @needs_vllm
 def test_multi_turn_textcraft_episodes_are_token_exact_with_matching_logprobs(backend, smollm2):
     from agentgym_envs import make_env
-    from trl_plugins.rollout import ChatFormat, RolloutConfig, run_episodes
+    from agentgym_envs.engine import ChatFormat, RolloutConfig, run_episodes
 
     _, model, tok = smollm2
     temperature = 0.8

@@ -130,7 +130,7 @@ def test_a_training_step_pushes_weights_into_vllm_and_corrects_for_its_logprobs(
 
 @needs_vllm
 def test_the_leaderboard_plays_a_vllm_policy_batched(folder, tmp_path, monkeypatch):
-    from agentgym_envs.eval.leaderboard import Suite, SuiteEntry, episode_settings, run_leaderboard
+    from agentgym_envs.eval import Suite, SuiteEntry, episode_settings, run_leaderboard
     from agentgym_envs.generation.vllm import VLLMBackend
 
     sizes: list[int] = []

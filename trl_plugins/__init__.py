@@ -3,10 +3,11 @@
 Layout: ``config`` (``AgentGRPOConfig``, ``AgentPPOConfig``), ``trainer`` (``AgentGRPOTrainer``, the TRL glue) with
 its jobs beside it -- ``options`` (TRL options it refuses), ``envs`` (environment pool, task dataset), ``generation``
 (generation backend, vLLM weight sync), ``batch`` (episodes -> tensors, micro-batches), ``scoring`` (log-probs and
-entropy), ``metrics`` (what it logs) --, ``ppo_trainer`` (``AgentPPOTrainer``), ``ppo`` (critic, GAE, value loss,
-``CriticConfig``), ``hooks/`` (the loss-hook interface, EPO, ERC, AEPO, the shared reductions, schedules and the one
-loss pipeline), ``rollout`` (AEPO branching and metrics around the rollout engine of :mod:`agentgym_envs.engine`,
-whose names it re-exports), ``advantages`` (estimators), ``errors`` (``TrainerError`` and its subclasses).
+entropy), ``metrics`` (what it logs), ``evaluation`` (held-out evaluation), ``run_log`` (``metrics.jsonl``) --,
+``ppo_trainer`` (``AgentPPOTrainer``), ``ppo`` (critic, GAE, value loss, ``CriticConfig``), ``hooks/`` (the
+loss-hook interface, EPO, ERC, the shared reductions, schedules and the one loss pipeline), ``aepo/`` (all of
+AEPO: its loss hook, its branching rollout on the engine of :mod:`agentgym_envs.engine`, its settings),
+``advantages`` (estimators), ``errors`` (``TrainerError`` and its subclasses).
 
 Importing the package is cheap; the trainer (which imports torch and TRL) loads on first use.
 
@@ -60,16 +61,16 @@ _LAZY = {
     "EPOConfig": "trl_plugins.hooks",
     "ERCHook": "trl_plugins.hooks",
     "ERCConfig": "trl_plugins.hooks",
-    "AEPOHook": "trl_plugins.hooks",
-    "AEPOConfig": "trl_plugins.hooks",
-    "AEPOBranchConfig": "trl_plugins.hooks",
+    "AEPOHook": "trl_plugins.aepo",
+    "AEPOConfig": "trl_plugins.aepo",
+    "AEPOBranchConfig": "trl_plugins.aepo",
     "CriticConfig": "trl_plugins.ppo",
     "TrainerError": "trl_plugins.errors",
     "TrainerConfigError": "trl_plugins.errors",
     "LossHookConfigError": "trl_plugins.errors",
-    "ChatFormat": "trl_plugins.rollout",
-    "RolloutConfig": "trl_plugins.rollout",
-    "run_episodes": "trl_plugins.rollout",
+    "ChatFormat": "agentgym_envs.engine",
+    "RolloutConfig": "agentgym_envs.engine",
+    "run_episodes": "agentgym_envs.engine",
     "expert_dataset": "trl_plugins.sft",
     "smollm2_dir": "trl_plugins.models",
     "load_smollm2": "trl_plugins.models",

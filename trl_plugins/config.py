@@ -17,28 +17,29 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
-from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 from trl import GRPOConfig
 
+from agentgym_envs.engine import CONTEXT_MODES, RolloutConfig
 from agentgym_envs.prompts import DEFAULT_SYSTEM_PROMPT, PromptConfig
 from trl_plugins.advantages import ESTIMATORS
+from trl_plugins.aepo.config import AEPOConfig
 from trl_plugins.errors import TrainerConfigError
-from trl_plugins.hooks.aepo import AEPOBranchConfig
 from trl_plugins.hooks.compose import HOOKS
 from trl_plugins.hooks.epo import EPOConfig
 from trl_plugins.hooks.erc import ERCConfig
 from trl_plugins.ppo import CriticConfig
-from trl_plugins.rollout import CONTEXT_MODES, RolloutConfig
 
 #: TRL loss types the trainer implements: all of TRL 1.16's (others raise at construction).
 SUPPORTED_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "luspo", "sapo", "cispo", "vespo")
 #: Where rollouts are generated (:mod:`agentgym_envs.generation`).
-#: Where the environments of a batch step (``"auto"``: :func:`agentgym_envs.engine.default_worker_kind`).
+#: Where the environments of a batch step (``"auto"``: :func:`agentgym_envs.workers.default_worker_kind`).
 ENV_WORKERS = ("auto", "inprocess", "process", "ray")
 GENERATION_BACKENDS = ("transformers", "vllm")
 
@@ -113,7 +114,7 @@ class AgentGRPOConfig(GRPOConfig):
             (``vllm_importance_sampling_correction``) applied; ``use_vllm=True`` means the same (see ``docs/vllm.md``).
         carry_kv_cache: ``False`` prefills each turn's whole context again (the same samples, slower).
         env_workers: where the environments of a batch step: ``"inprocess"``, ``"process"`` (worker processes,
-            :func:`agentgym_envs.engine.make_workers`: they step in parallel, a crashed one truncates its episode
+            :func:`agentgym_envs.workers.make_workers`: they step in parallel, a crashed one truncates its episode
             and is replaced), ``"ray"`` (Ray actors) or ``"auto"`` (default: processes for the slow families
             ScienceWorld, ALFWorld and web, in-process for the others; see ``docs/workers.md``).  A custom
             ``env_factory``, ``env_urls`` or AEPO branching (which copies environments) step in-process.
@@ -121,12 +122,21 @@ class AgentGRPOConfig(GRPOConfig):
         env_urls: OpenEnv servers started with ``agentgym serve`` to play on instead of local environments
             (``agentgym/Remote-v0``, one per environment, round-robin over the URLs; comma-separated on the
             command line).
-        aepo_branching: AEPO's dynamic entropy-balanced rollout (:class:`~trl_plugins.hooks.aepo.AEPOBranchConfig`):
-            of each task's ``num_generations`` samples (the paper's ``k``), ``m`` are independent rollouts and the
-            rest branch at high-entropy tool-call steps.  ``aepo_beta``, ``aepo_w``, ``aepo_p_branch``,
-            ``aepo_branch_penalty``, ``aepo_entropy_tokens`` and ``aepo_variant`` (``"paper"``, default, or the
-            released code's ``"released"``) are its parameters.  Needs environments with
-            ``snapshot()``/``restore()`` or deepcopy support (DeepSearch, TextCraft).
+        aepo: all of AEPO's settings (:class:`~trl_plugins.aepo.AEPOConfig`; a mapping in YAML, JSON text on the
+            command line): the ``"aepo"`` loss hook's parameters (``coef``, ``eps_low``, ``eps_high``, ``dual_clip``,
+            ``use_old_entropy``; used when ``loss_hooks`` lists ``"aepo"``, ``loss_hook_kwargs["aepo"]`` overriding
+            them) and ``branching`` (:class:`~trl_plugins.aepo.AEPOBranchConfig`, ``None``: off): AEPO's dynamic
+            entropy-balanced rollout, where of each task's ``num_generations`` samples (the paper's ``k``) ``m`` are
+            independent rollouts and the rest branch at high-entropy tool-call steps (``beta``, ``w``,
+            ``p_branch``, ``penalty``, ``entropy_tokens``, ``variant``: ``"paper"``, default, or the released
+            code's ``"released"``).  Branching needs environments with ``snapshot()``/``restore()`` or deepcopy
+            support (DeepSearch, TextCraft).
+        eval_env_split / eval_tasks / eval_samples / eval_temperature: what the held-out evaluation plays (when
+            TRL's ``eval_strategy``, ``eval_steps`` and ``eval_on_start`` say): ``eval_samples`` episodes of each of
+            ``eval_tasks`` tasks (a count: the split's first N, ``None``/``"all"``: every task; or a list of
+            indices) of the ``eval_env_split`` split (default ``"test"``), greedy at ``eval_temperature=0``
+            (:mod:`trl_plugins.evaluation`).  Every run also writes ``output_dir/metrics.jsonl``
+            (:mod:`trl_plugins.run_log`).
     """
 
     env_id: str = field(default="agentgym/TextWorld-w2-o3-q4-v0", metadata={"help": "registered environment id"})
@@ -174,13 +184,12 @@ class AgentGRPOConfig(GRPOConfig):
     env_urls: list[str] | str | None = field(
         default=None, metadata={"help": "agentgym serve URLs to play on (comma-separated on the command line)"}
     )
-    aepo_branching: bool = field(default=False, metadata={"help": "AEPO dynamic entropy-balanced rollout"})
-    aepo_beta: float = 0.5
-    aepo_w: float = 0.2
-    aepo_p_branch: float = 0.5
-    aepo_branch_penalty: float = 0.05
-    aepo_entropy_tokens: int = 10
-    aepo_variant: str = field(default="paper", metadata={"help": "AEPO branching: paper or released"})
+    # Typed ``AEPOConfig | str | None`` so that HfArgumentParser/TrlParser read it as text (JSON); YAML and Python
+    # give a mapping or the dataclass. __post_init__ makes it an AEPOConfig.
+    aepo: AEPOConfig | str | None = field(
+        default=None,
+        metadata={"help": 'AEPO settings (JSON): hook parameters and branching, e.g. {"branching": {"w": 0.3}}'},
+    )
 
     #: The typed sub-config fields and their classes (a subclass adds its own, e.g. PPO's ``ppo``).
     SUB_CONFIGS: ClassVar[dict[str, type]] = {"epo": EPOConfig, "erc": ERCConfig}
@@ -190,6 +199,9 @@ class AgentGRPOConfig(GRPOConfig):
         self._map_deprecated_fields()
         for name, config_class in self.SUB_CONFIGS.items():
             setattr(self, name, sub_config(name, config_class, getattr(self, name)))
+        # AEPO's settings hold a nested branching config, which AEPOConfig.from_value reads.
+        self.aepo = AEPOConfig.from_value(self.aepo)  # type: ignore[arg-type]
+        self._prepare_evaluation_and_logging()
         # Our rollouts own the episode data, so the columns TRL would drop must stay.
         self.remove_unused_columns = False
         if self.bf16 is None and not self.fp16:
@@ -285,15 +297,10 @@ class AgentGRPOConfig(GRPOConfig):
             value = getattr(self, name)
             if name in HOOKS and value != config_class():
                 settings[name] = value
+        named = {str(h.get("name") if isinstance(h, dict) else h).lower() for h in self.loss_hooks}  # type: ignore[union-attr]
+        if "aepo" in named:  # the hook's part of ``aepo`` (its branching half configures the rollout)
+            settings["aepo"] = {**self.aepo.hook_params(), **settings.get("aepo", {})}  # type: ignore[union-attr]
         return settings
-
-    def to_dict(self) -> dict[str, Any]:
-        """TRL's ``to_dict`` with the sub-configs as plain mappings (so logging and ``to_json_string`` work)."""
-        data = super().to_dict()
-        for name in self.SUB_CONFIGS:
-            if is_dataclass(data.get(name)):
-                data[name] = asdict(data[name])
-        return data
 
     def unsupported_trl_options(self) -> list[str]:
         """``GRPOConfig`` settings that ask for something the agent trainer does not do, each with what to use.
@@ -347,22 +354,57 @@ class AgentGRPOConfig(GRPOConfig):
             context_mode=self.context_mode,
             history_turns=self.history_turns,
             prompt=self.prompt_config(),
-            aepo=self.aepo_branch_config(),
         )
 
-    def aepo_branch_config(self) -> AEPOBranchConfig | None:
-        """The AEPO branching settings, or ``None`` when ``aepo_branching`` is off."""
-        if not self.aepo_branching:
-            return None
-        return AEPOBranchConfig(
-            beta=self.aepo_beta,
-            w=self.aepo_w,
-            p_branch=self.aepo_p_branch,
-            penalty=self.aepo_branch_penalty,
-            entropy_tokens=self.aepo_entropy_tokens,
-            seed=self.seed,
-            variant=self.aepo_variant,
-        )
+    def to_dict(self) -> dict[str, Any]:
+        """TRL's ``to_dict`` with the typed sub-configs (``epo``, ``erc``, ``aepo``, ``ppo``) as plain mappings, so
+        that logging and ``to_json_string`` work."""
+        out = super().to_dict()
+        for key, value in out.items():
+            if dataclasses.is_dataclass(value) and not isinstance(value, type):
+                out[key] = dataclasses.asdict(value)
+        return out
+
+    # ---- held-out evaluation (trl_plugins.evaluation) and run logs (trl_plugins.run_log) -----------------------
+    # TRL's eval_strategy / eval_steps / eval_on_start / per_device_eval_batch_size say when and how many at once;
+    # these fields say what is played.
+    eval_env_split: str = field(default="test", metadata={"help": "split of the held-out evaluation tasks"})
+    eval_tasks: list[int] | str | int | None = field(
+        default=20,
+        metadata={"help": "held-out tasks: a count (the split's first N; 'all' for every task) or JSON indices"},
+    )
+    eval_samples: int = field(default=1, metadata={"help": "held-out episodes per task"})
+    eval_temperature: float = field(default=0.0, metadata={"help": "sampling temperature of evaluation (0: greedy)"})
+
+    def _prepare_evaluation_and_logging(self) -> None:
+        """Decode and check the ``eval_*`` fields and ``report_to``'s loggers (before ``GRPOConfig``'s checks)."""
+        from trl_plugins.run_log import check_loggers
+
+        if isinstance(self.eval_tasks, str):
+            text = self.eval_tasks.strip()
+            try:
+                self.eval_tasks = None if text.lower() in ("", "all", "none") else json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise TrainerConfigError(f"eval_tasks must be a count or a JSON list of task indices, not {text!r}") from exc
+        tasks = self.eval_tasks
+        if isinstance(tasks, bool) or not (
+            tasks is None or (isinstance(tasks, int) and tasks >= 1)
+            or (isinstance(tasks, list) and tasks and all(isinstance(i, int) and i >= 0 for i in tasks))
+        ):
+            raise TrainerConfigError(f"eval_tasks must be a count >= 1 or a list of task indices >= 0, not {tasks!r}")
+        if self.eval_samples < 1:
+            raise TrainerConfigError(f"eval_samples must be >= 1, got {self.eval_samples}")
+        if self.eval_temperature < 0:
+            raise TrainerConfigError(f"eval_temperature must be >= 0 (0: greedy), got {self.eval_temperature}")
+        if self.eval_env_split == "train":
+            import warnings
+
+            warnings.warn("eval_env_split='train': the evaluation tasks are training tasks, not held out", stacklevel=3)
+        # GRPOConfig wants per_device_eval_batch_size to hold whole groups of num_generations_eval completions when
+        # eval_strategy is set; the held-out evaluation that then runs plays ungrouped episodes.
+        if self.num_generations_eval is None and str(getattr(self.eval_strategy, "value", self.eval_strategy)) != "no":
+            self.num_generations_eval = 1
+        check_loggers(self.report_to)
 
 
 #: The deprecated flat ``ppo_<name>`` fields of :class:`AgentPPOConfig`, by their :class:`CriticConfig` name.

@@ -73,7 +73,7 @@ def env_worker_kind(args: AgentGRPOConfig, custom_factory: bool) -> str:
     """
     from agentgym_envs.engine import default_worker_kind
 
-    if custom_factory or args.env_urls or args.aepo_branching:
+    if custom_factory or args.env_urls or args.aepo.branching is not None:
         return "inprocess"
     return default_worker_kind(args.env_id) if args.env_workers == "auto" else args.env_workers
 

@@ -26,7 +26,7 @@ from agentgym_envs.engine import CallableBackend
 from agentgym_envs.generation.base import SamplingSettings
 from agentgym_envs.generation.sampling import sample_batch
 from agentgym_envs.generation.transformers import TransformersBackend
-from trl_plugins.rollout import action_entropies
+from trl_plugins.aepo import action_entropies
 
 __all__ = ["GenerationMixin"]
 

@@ -21,18 +21,19 @@ from typing import Any
 
 import torch
 
-from agentgym_envs.engine import Episode, RolloutStats
+from agentgym_envs.engine import Episode, RolloutStats, episode_metrics
+from trl_plugins.aepo import BranchingStats
 from trl_plugins.hooks import LossContext, clip_regions, entropy_metrics
 from trl_plugins.hooks.reductions import masked_mean, per_token_kl
-from trl_plugins.rollout import episode_metrics
 
 __all__ = ["loss_metrics", "rollout_metrics", "sampling_gap_metrics"]
 
 
 def rollout_metrics(
-    metrics: dict[str, list], episodes: Sequence[Episode], stats: RolloutStats, aepo: bool = False
+    metrics: dict[str, list], episodes: Sequence[Episode], stats: RolloutStats
 ) -> None:
-    """The episodes' metrics (``env/*``), rewards and rollout timings; with ``aepo``, AEPO's branching counts."""
+    """The episodes' metrics (``env/*``), rewards and rollout timings; after AEPO's branching rollout
+    (:class:`~trl_plugins.aepo.BranchingStats`), its branching counts (``aepo/*``)."""
     for key, value in episode_metrics(episodes).items():
         metrics[f"env/{key}"].append(value)
     returns = torch.tensor([ep.total_return for ep in episodes], dtype=torch.float32)
@@ -43,15 +44,9 @@ def rollout_metrics(
     metrics["rollout/generate_seconds"].append(stats.generate_seconds)
     metrics["rollout/env_seconds"].append(stats.env_seconds)
     metrics["rollout/tokens_per_second"].append(stats.model_tokens / max(stats.seconds, 1e-9))
-    if aepo:
-        metrics["aepo/independent_rollouts"].append(float(stats.independent))
-        metrics["aepo/branches"].append(float(stats.branches))
-        metrics["aepo/branch_decisions"].append(float(stats.branch_decisions))
-        metrics["aepo/fallback_independent"].append(float(stats.fallback_independent))
-        for name, values in (("root_entropy", stats.root_entropy), ("tool_entropy", stats.tool_entropy)):
-            if values:
-                metrics[f"aepo/{name}"].append(sum(values) / len(values))
-
+    if isinstance(stats, BranchingStats):
+        for key, value in stats.metrics().items():
+            metrics[key].append(value)
 
 def sampling_gap_metrics(
     metrics: dict[str, list],

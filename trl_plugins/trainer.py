@@ -8,7 +8,7 @@ bf16 on CUDA and ``num_iterations > 1`` all work as in ``GRPOTrainer``.  What ch
   repeats each task ``num_generations`` times with one seed, so the G episodes of a group play
   the same task.
 * **Generation** (:meth:`AgentGRPOTrainer._generate_and_score_completions`): token-exact
-  multi-turn rollouts (:mod:`agentgym_envs.engine`), all live episodes in one call of the generation backend
+  multi-turn rollouts (:mod:`agentgym_envs.engine`; AEPO's branching rollout: :mod:`trl_plugins.aepo`), all live episodes in one call of the generation backend
   (:mod:`trl_plugins.generation`) per turn, turned into tensors by :mod:`trl_plugins.batch`.  Environment
   tokens have ``tool_mask = 0``: no loss, and left out of every statistic.
 * **Advantages**: per turn, from :mod:`trl_plugins.advantages` (``advantage_estimator``).
@@ -52,10 +52,11 @@ from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import use_adapter
 
 from agentgym_envs.core import as_text_env
-from agentgym_envs.engine import ChatFormat, Episode, RolloutStats
+from agentgym_envs.engine import ChatFormat, Episode, RolloutStats, run_episodes
 from trl_plugins import batch as batching
 from trl_plugins import metrics as logged
 from trl_plugins.advantages import turn_advantages
+from trl_plugins.aepo import BranchingStats, run_branching_episodes
 from trl_plugins.config import AgentGRPOConfig, AgentPPOConfig
 from trl_plugins.envs import (
     CloseEnvsCallback,
@@ -65,6 +66,7 @@ from trl_plugins.envs import (
     env_make_kwargs,
     env_worker_kind,
 )
+from trl_plugins.evaluation import HeldOutEvaluation
 from trl_plugins.generation import GenerationMixin
 from trl_plugins.hooks import (
     UNSCALED_LOSS_TYPES,
@@ -78,7 +80,7 @@ from trl_plugins.hooks import (
 )
 from trl_plugins.hooks.reductions import masked_mean
 from trl_plugins.options import check_prompt_budget, check_trl_options
-from trl_plugins.rollout import run_episodes  # the engine's loop, or AEPO's branching one
+from trl_plugins.run_log import MetricsLogCallback
 from trl_plugins.scoring import token_logps_and_entropy
 from trl_plugins.vllm_colocate import importance_sampling_ratio
 
@@ -95,7 +97,7 @@ def environment_reward(prompts: Any = None, completions: Any = None, env_return:
     return [float(r) for r in (env_return or [])]
 
 
-class AgentGRPOTrainer(GenerationMixin, GRPOTrainer):
+class AgentGRPOTrainer(HeldOutEvaluation, GenerationMixin, GRPOTrainer):
     """GRPO (and Dr.GRPO, RLOO, REINFORCE++, GiGPO) on multi-turn episodes of an agentgym environment.
 
     Args:
@@ -108,6 +110,8 @@ class AgentGRPOTrainer(GenerationMixin, GRPOTrainer):
         loss_hooks: :class:`~trl_plugins.hooks.LossHook` instances (added after those named in ``args``; the
             whole list goes through :func:`~trl_plugins.hooks.build_hooks`).
         env_factory: builds one environment (default: :meth:`make_env_factory`).
+        eval_env_factory: builds one held-out environment for ``evaluate()`` (default: the training environment
+            on ``args.eval_env_split``; needed with a custom ``env_factory``), see :mod:`trl_plugins.evaluation`.
 
     Example:
         >>> trainer = AgentGRPOTrainer(model, args=AgentGRPOConfig(output_dir="runs/x"),
@@ -131,6 +135,7 @@ class AgentGRPOTrainer(GenerationMixin, GRPOTrainer):
         peft_config: Any = None,
         loss_hooks: Sequence[LossHook] | None = None,
         env_factory: Callable[[], gym.Env] | None = None,
+        eval_env_factory: Callable[[], gym.Env] | None = None,
     ):
         args = self._checked_args(args)
         worker_kind = env_worker_kind(args, custom_factory=env_factory is not None)
@@ -148,6 +153,8 @@ class AgentGRPOTrainer(GenerationMixin, GRPOTrainer):
                 reward_funcs=[environment_reward],
                 args=args,
                 train_dataset=self.tasks.dataset(train_dataset, args.seed),
+                # the held-out tasks (trl_plugins.evaluation)
+                eval_dataset=self.held_out_dataset(args, eval_env_factory, custom_env_factory=env_factory is not None),
                 processing_class=processing_class,
                 callbacks=callbacks,
                 optimizers=optimizers,
@@ -177,6 +184,7 @@ class AgentGRPOTrainer(GenerationMixin, GRPOTrainer):
         self._needs_entropy_grad = any(h.needs_entropy for h in self.loss_hooks)
         self._needs_old_entropy = any(h.needs_old_entropy for h in self.loss_hooks)
         self.add_callback(CloseEnvsCallback(self.close_envs))
+        self.add_callback(MetricsLogCallback())  # output_dir/metrics.jsonl, whatever report_to says
         self.last_episodes: list[Episode] = []
         self.last_rollout_stats = RolloutStats()
         self._aepo_rng = random.Random(args.seed)  # U(0, 1) draws of AEPO branching
@@ -221,6 +229,7 @@ class AgentGRPOTrainer(GenerationMixin, GRPOTrainer):
         A later rollout (another ``train()`` or ``evaluate()``) builds the environments and the engine again.
         """
         self.env_pool.close()
+        self.close_eval_envs()
         if self.use_vllm and getattr(self, "generation_backend", None) is not None:
             self.generation_backend.close()
             self.generation_backend = None
@@ -240,17 +249,27 @@ class AgentGRPOTrainer(GenerationMixin, GRPOTrainer):
             scale=args.scale_rewards,
         )
 
+    def _play_episodes(self, tasks: list[tuple[Any, int | None, Any]]) -> tuple[list[Episode], RolloutStats]:
+        """The batch's episodes and their stats: the engine's rollout, or AEPO's branching one (``aepo.branching``)."""
+        branching = self.args.aepo.branching
+        envs, backend = self.env_pool.take(len(tasks)), self.generation_backend
+        if branching is None:
+            stats = RolloutStats()
+            return run_episodes(envs, tasks, backend, self.chat_format, self.rollout_config, stats), stats
+        stats = BranchingStats()
+        episodes = run_branching_episodes(
+            envs, tasks, backend, self.chat_format, self.rollout_config, entropy_fn=self.action_entropies,
+            branching=branching, stats=stats, rng=self._aepo_rng,
+        )
+        return episodes, stats
+
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         mode = "train" if self.model.training else "eval"
         tasks = [self.tasks.resolve(row) for row in inputs]
-        stats = RolloutStats()
         if self.generation_backend is None:  # closed at the end of an earlier train()
             self.generation_backend = self.make_generation_backend()
         self.sync_vllm_weights()
-        episodes = run_episodes(
-            self.env_pool.take(len(tasks)), tasks, self.generation_backend, self.chat_format, self.rollout_config,
-            stats, entropy_fn=self.action_entropies, rng=self._aepo_rng,
-        )
+        episodes, stats = self._play_episodes(tasks)
         self.last_episodes, self.last_rollout_stats = list(episodes), stats
         samples = batching.episode_samples(
             episodes, self.episode_advantages(episodes), context_mode=self.rollout_config.context_mode,
@@ -260,7 +279,7 @@ class AgentGRPOTrainer(GenerationMixin, GRPOTrainer):
         loss_mask = output["completion_mask"] * output["tool_mask"]
         output["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
         self._score_old_and_ref(output, mode)
-        logged.rollout_metrics(self._metrics[mode], episodes, stats, aepo=self.rollout_config.aepo is not None)
+        logged.rollout_metrics(self._metrics[mode], episodes, stats)
         self._count_batch(output, mode)
         if self.use_vllm:
             self._correct_sampling(output, mode)

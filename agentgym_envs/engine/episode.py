@@ -14,7 +14,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+import copy
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,8 +43,6 @@ class RolloutConfig:
             chat client sees the conversation: for evaluation; text backends always work this way).
         first_line_only: keep only a reply's first line (the leaderboard's rule for the plain action
             format, where anything after a newline can only make the action invalid); needs ``reply="text"``.
-        aepo: AEPO branching settings (``trl_plugins.hooks.aepo.AEPOBranchConfig``), used by the trainer's
-            branching loop (``trl_plugins.rollout``); ``None`` plays every episode independently.
         overlap: generate for the episodes whose step has finished while slower steps keep running (a step
             still running after the batch waited as long as the last generation took joins the next batch);
             ``False``: the batch moves in lockstep; ``None``: on when some environment steps outside this
@@ -60,7 +59,6 @@ class RolloutConfig:
     context_mode: str = "full"
     history_turns: int = 2
     prompt: PromptConfig = field(default_factory=PromptConfig)
-    aepo: Any = None
     reply: str = "tokens"
     first_line_only: bool = False
     overlap: bool | None = None
@@ -121,8 +119,8 @@ class Episode:
     last_observation: str = ""
     #: What ``reset`` returned (the episode's first observation).
     first_observation: str = ""
-    #: AEPO branching: the index (in the returned list) of the episode this one branched from, and the
-    #: turn at which it did (it shares ``prompt_ids`` and ``turns[:branch_turn]`` with its parent).
+    #: Forks (:meth:`fork`): the index (in its run's list of episodes) of the episode this one was forked from,
+    #: and the turn at which (it shares ``prompt_ids`` and ``turns[:branch_turn]`` with its parent).
     parent: int | None = None
     branch_turn: int | None = None
 
@@ -160,10 +158,46 @@ class Episode:
             turn_ids += [t] * len(turn.action_ids) + [-1] * len(turn.env_ids)
         return ids, mask, turn_ids
 
+    def fork(self, parent: int) -> Episode:
+        """A copy of this episode's history (prompt, turns, messages, info) that goes on from its current turn.
+
+        ``parent`` is this episode's index in its run's list of episodes; the copy records it with the turn at
+        which it was forked (:attr:`parent`, :attr:`branch_turn`).  The copy shares nothing mutable with this
+        episode, so each continues on its own.  :func:`~agentgym_envs.engine.fork_episode` forks the
+        environment's state with it.
+
+        Example:
+            >>> ep = Episode(group=0, task_id=1, seed=0, prompt_ids=[5, 6], messages=[])
+            >>> ep.turns.append(Turn([7, 8], "look", 0.0, "You see.", "s0", env_ids=[9]))
+            >>> branch = ep.fork(parent=0)
+            >>> branch.parent, branch.branch_turn, branch.context_ids() == ep.context_ids()
+            (0, 1, True)
+        """
+        return Episode(
+            group=self.group,
+            task_id=self.task_id,
+            seed=self.seed,
+            prompt_ids=list(self.prompt_ids),
+            messages=copy.deepcopy(self.messages),
+            turns=copy.deepcopy(self.turns),
+            info=copy.deepcopy(self.info),
+            last_observation=self.last_observation,
+            first_observation=self.first_observation,
+            parent=parent,
+            branch_turn=len(self.turns),
+        )
+
     def _end(self, reason: str | None, truncated: bool) -> None:
         self.done = True
         self.truncated = truncated
         self.truncation_reason = reason
+
+    def _end_on_generation_error(self, error: str) -> None:
+        """End the episode before its next turn: the backend's reply cannot be a turn (``info["error"]`` says why)."""
+        self.info = {**self.info, "error": error}
+        self._end("generation_error", truncated=True)
+        if self.turns:  # as at the context budget: the sequence ends with the model's last turn
+            self.turns[-1].env_ids = []
 
 
 @dataclass
@@ -181,14 +215,30 @@ class RolloutStats:
     env_wait_seconds: float = 0.0
     #: Generation batches started while some environment steps were still running (``RolloutConfig.overlap``).
     overlapped_batches: int = 0
-    #: AEPO branching counts (zero without it): independent rollouts, branches, branching decisions taken,
-    #: independent rollouts started because a group's branch budget was not used up, and entropies seen.
-    independent: int = 0
-    branches: int = 0
-    branch_decisions: int = 0
-    fallback_independent: int = 0
-    root_entropy: list[float] = field(default_factory=list)
-    tool_entropy: list[float] = field(default_factory=list)
+
+
+def episode_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
+    """Success rate, mean return, turns, invalid-action rate, tokens per turn and truncation rates of ``episodes``.
+
+    Example:
+        >>> episode_metrics([Episode(0, 1, 0, [1], [], won=True, done=True)])["success_rate"]
+        1.0
+    """
+    n = max(1, len(episodes))
+    turns = [t for ep in episodes for t in ep.turns]
+    nt = max(1, len(turns))
+    out = {
+        "success_rate": sum(ep.won for ep in episodes) / n,
+        "mean_return": sum(ep.total_return for ep in episodes) / n,
+        "turns_per_episode": len(turns) / n,
+        "invalid_action_rate": sum(t.parse_error is not None for t in turns) / nt,
+        "tokens_per_turn": sum(len(t.action_ids) for t in turns) / nt,
+        "turn_token_limit_rate": sum(t.hit_token_limit for t in turns) / nt,
+        "truncation_rate": sum(ep.truncated for ep in episodes) / n,
+    }
+    for reason in ("step_limit", "max_turns", "context_budget", "crash", "generation_error"):
+        out[f"truncated_{reason}"] = sum(ep.truncation_reason == reason for ep in episodes) / n
+    return out
 
 
 def state_key(observation: str) -> str:
@@ -196,4 +246,13 @@ def state_key(observation: str) -> str:
     return " ".join(observation.split())
 
 
-__all__ = ["CONTEXT_MODES", "REPLY_MODES", "Episode", "RolloutConfig", "RolloutStats", "Turn", "state_key"]
+__all__ = [
+    "CONTEXT_MODES",
+    "REPLY_MODES",
+    "Episode",
+    "RolloutConfig",
+    "RolloutStats",
+    "Turn",
+    "episode_metrics",
+    "state_key",
+]

@@ -1,7 +1,7 @@
 """Playing episodes: one policy in one environment, and the statistics of what it did.
 
 Any :class:`~agentgym_envs.eval.policies.Policy` plays here (scripted or model); the
-leaderboard (:mod:`agentgym_envs.eval.leaderboard`) and ``agentgym rollout`` both use
+leaderboard (:mod:`agentgym_envs.eval.runner`) and ``agentgym rollout`` both use
 :func:`play_episode`.
 
 Example:

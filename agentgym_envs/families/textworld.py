@@ -160,18 +160,23 @@ def _remove_stale_work_folders(folder: Path) -> None:
 _BANNER_CHARS = set(" $|\\/_<>")
 # Jericho appends the prompt and the status bar ("-= Room =-0/1") to every reply.
 _PROMPT_LINE = re.compile(r"^>(\s{8,}.*)?\s*$")
+# The interpreter's end-of-game menu offers commands the environment refuses (the episode is over).
+_END_MENU_LINE = re.compile(r"^\s*Would you like to RESTART\b")
 
 
 def clean_feedback(text: str) -> str:
-    """Drop TextWorld's ASCII-art banner, the ``>`` prompt and the status bar from game text.
+    """Drop TextWorld's ASCII-art banner, the ``>`` prompt, the status bar and the end-of-game menu from game text.
 
     Example:
         >>> clean_feedback("You see a door.\\n\\n>" + " " * 20 + "-= Hall =-0/1")
         'You see a door.'
+        >>> clean_feedback("*** The End ***\\n\\nWould you like to RESTART, RESTORE a saved game, QUIT or UNDO?")
+        '*** The End ***'
     """
     lines = [
         ln for ln in text.splitlines()
         if not (ln.strip() and set(ln) <= _BANNER_CHARS) and not _PROMPT_LINE.match(ln)
+        and not _END_MENU_LINE.match(ln)
     ]
     return "\n".join(lines).strip()
 

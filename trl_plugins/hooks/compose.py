@@ -21,14 +21,14 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import importlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, is_dataclass
 from typing import Any
 
 import torch
 
 from trl_plugins.errors import LossHookConfigError
-from trl_plugins.hooks.aepo import AEPOHook
 from trl_plugins.hooks.base import LossContext, LossHook
 from trl_plugins.hooks.epo import EPOHook
 from trl_plugins.hooks.erc import ERCHook
@@ -44,8 +44,37 @@ __all__ = [
     "reduce_token_loss",
 ]
 
+
+class _HookRegistry(Mapping[str, type[LossHook]]):
+    """Hook classes by the name used in configs; a hook of an algorithm's own package is imported on first lookup.
+
+    AEPO lives in :mod:`trl_plugins.aepo`, which builds on this package (its hook subclasses :class:`LossHook`), so
+    this package names it by its import path instead of importing it.
+
+    Example:
+        >>> HOOKS["aepo"].__module__, sorted(HOOKS)
+        ('trl_plugins.aepo.loss', ['aepo', 'epo', 'erc'])
+    """
+
+    def __init__(self, classes: Mapping[str, type[LossHook]], homes: Mapping[str, str]) -> None:
+        self._classes = dict(classes)
+        self._homes = dict(homes)  # name -> "module:attribute"
+
+    def __getitem__(self, name: str) -> type[LossHook]:
+        if name not in self._classes and name in self._homes:
+            module, attribute = self._homes[name].split(":")
+            self._classes[name] = getattr(importlib.import_module(module), attribute)
+        return self._classes[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter({**dict.fromkeys(self._classes), **dict.fromkeys(self._homes)})
+
+    def __len__(self) -> int:
+        return len(set(self._classes) | set(self._homes))
+
+
 #: Hook classes by the name used in configs.
-HOOKS: dict[str, type[LossHook]] = {"epo": EPOHook, "erc": ERCHook, "aepo": AEPOHook}
+HOOKS = _HookRegistry({"epo": EPOHook, "erc": ERCHook}, {"aepo": "trl_plugins.aepo.loss:AEPOHook"})
 
 #: TRL 1.16's ``loss_type`` values: per-token losses (:func:`~trl_plugins.hooks.reductions.policy_token_loss`) and
 #: reductions (:func:`reduce_token_loss`).

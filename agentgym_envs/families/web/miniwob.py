@@ -70,7 +70,7 @@ from pathlib import Path
 from typing import Any
 
 from agentgym_envs.core import TaskSplits, TaskStart
-from agentgym_envs.errors import DataNotFoundError, UnknownTaskError
+from agentgym_envs.errors import DataNotFoundError, UnknownTaskError, install_command
 from agentgym_envs.families.web.base import WebEnv
 from agentgym_envs.families.web.server import static_handler
 from agentgym_envs.parsing import ToolCall
@@ -81,6 +81,7 @@ FAMILY = Family(
     extra="web",
     requires=("playwright", "miniwob"),
     description="MiniWoB++ task pages in headless Chromium, acted on through element ids.",
+    worker="process",  # a browser: a step costs far more than a trip through a pipe
 )
 
 #: Tasks that an agent can solve with click / type / select / press on listed elements.
@@ -126,7 +127,7 @@ def html_dir() -> Path:
     """The ``html/`` folder of the installed ``miniwob`` package (found without importing it)."""
     spec = importlib.util.find_spec("miniwob")
     if spec is None or not spec.submodule_search_locations:
-        raise DataNotFoundError("the miniwob package is not installed: pip install 'agentgym-envs[web]'")
+        raise DataNotFoundError(f"the miniwob package is not installed: {install_command('web')}")
     path = Path(next(iter(spec.submodule_search_locations))) / "html"
     if not (path / "miniwob").is_dir():
         raise DataNotFoundError(f"no MiniWoB task pages under {path}")

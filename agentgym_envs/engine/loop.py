@@ -27,12 +27,19 @@ Backends:
 Environments: anything with ``reset_async``/``reset_wait``/``step_async``/``step_wait`` is used as an
 environment worker; a plain Gymnasium environment is wrapped in :class:`InProcessWorker`.
 
+A rollout that forks episodes (one task's episode continued twice from a turn, each in its own copy of the
+environment) is a loop of its own built from the public steps here: :func:`start_episodes`,
+:func:`next_context`, :func:`apply_action`, :func:`fork_episode` (the episode and its environment's state) and
+:func:`new_run_id` (its generation keys).
+
 Limits give defined outcomes, recorded in ``Episode.truncation_reason``: the environment's own step
 limit (``"step_limit"``), a simulator crash or any other exception escaping the environment's
 ``step`` (``"crash"``, with ``info["error"]``), ``max_turns`` (``"max_turns"``) and the context
 budget (``"context_budget"``: the next turn would not fit into ``max_context_tokens``; the sequence
 then ends with the last model turn, within the budget; an opening prompt that does not fit ends the
-episode before its first turn).  A turn that hits ``max_new_tokens`` is sent to the environment as it
+episode before its first turn); a reply with ids that name no token (negative, or past the tokenizer's
+vocabulary) ends the episode before that turn with ``"generation_error"`` (``info["error"]`` says which).
+A turn that hits ``max_new_tokens`` is sent to the environment as it
 is and counted in ``Turn.hit_token_limit``.
 
 Example:
@@ -46,17 +53,21 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import itertools
 import time
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any
 
+import gymnasium as gym
+
+from agentgym_envs.core import SupportsSnapshot
 from agentgym_envs.engine.chat import ChatFormat
 from agentgym_envs.engine.episode import Episode, RolloutConfig, RolloutStats, Turn, state_key
-from agentgym_envs.engine.workers import EnvWorker, InProcessWorker
 from agentgym_envs.generation.base import GenerationBackend, GenerationOutput, GenerationRequest, SamplingSettings
 from agentgym_envs.generation.text import TextBackend, TextRequest
 from agentgym_envs.prompts import episode_messages, first_messages, observation_message
+from agentgym_envs.workers import EnvWorker, InProcessWorker
 
 #: ``generate_fn(contexts, max_new_tokens) -> sampled ids`` for a batch of token-id contexts.
 GenerateFn = Callable[[list[list[int]], int], list[list[int]]]
@@ -66,10 +77,23 @@ StepResult = tuple[str, float, bool, bool, dict[str, Any]]
 _RUNS = itertools.count()
 
 
+def new_run_id() -> int:
+    """A process-unique id for one run of episodes: its generation requests are keyed ``(run_id, episode_index)``.
+
+    A loop of its own outside :func:`run_episodes` (one that forks episodes, say) takes one per run so its keys never
+    meet another run's in a backend that carries KV caches by key.
+
+    Example:
+        >>> new_run_id() != new_run_id()
+        True
+    """
+    return next(_RUNS)
+
+
 # ---- environments ---------------------------------------------------------------------------------
 def as_worker(env: Any) -> Any:
-    """``env`` if it is an environment worker (:class:`~agentgym_envs.engine.workers.EnvWorker`), else an
-    :class:`~agentgym_envs.engine.workers.InProcessWorker` around it (an exception in its ``step`` then ends
+    """``env`` if it is an environment worker (:class:`~agentgym_envs.workers.EnvWorker`), else an
+    :class:`~agentgym_envs.workers.InProcessWorker` around it (an exception in its ``step`` then ends
     the episode as a ``"crash"`` truncation instead of the run)."""
     if isinstance(env, EnvWorker):
         return env
@@ -126,7 +150,7 @@ def _is_text(backend: Any) -> bool:
     return isinstance(backend, TextBackend)
 
 
-# ---- episode steps (shared with the trainer's branching loop) -------------------------------------
+# ---- episode steps (public: a loop of its own, e.g. one that forks episodes, is built from them) ----
 def start_episodes(
     workers: Sequence[Any],
     tasks: Sequence[tuple[Hashable, int | None, Hashable]],
@@ -186,7 +210,7 @@ def reply_of(output: GenerationOutput, fmt: ChatFormat, config: RolloutConfig) -
         return ids, text, ended, not ended
     if config.first_line_only and text.strip():
         text = text.split("\n", 1)[0]
-    return fmt.encode(text), text, False, output.finish_reason == "length"
+    return fmt.encode_text(text), text, False, output.finish_reason == "length"
 
 
 def record_turn(
@@ -234,6 +258,8 @@ def apply_action(
     if not isinstance(output, GenerationOutput):
         ids = list(output)
         output = GenerationOutput(ids, None, "stop" if fmt.ends_turn(ids) else "length")
+    if _bad_reply(ep, output, fmt):
+        return
     action_ids, text, ended, hit = reply_of(output, fmt, config)
     worker = as_worker(env)
     worker.step_async(text)
@@ -250,6 +276,50 @@ def check_stop_ids(backend: Any, fmt: ChatFormat | None, config: RolloutConfig) 
             f"the backend stops on {sorted(ids)} but the chat format on {sorted(fmt.stop_ids)}; use one set of stop "
             "ids (stop_ids_for(tokenizer, generation_config)) for both"
         )
+
+
+# ---- forks: an episode and its environment's state, continued twice ---------------------------------
+def fork_env(env: gym.Env, spare: gym.Env, task_id: Hashable, seed: int | None) -> gym.Env:
+    """``env``'s episode state put into ``spare`` (reset on the same task first); returns the environment to use.
+
+    Uses ``unwrapped.snapshot()`` / ``restore()`` where the family has them
+    (:class:`~agentgym_envs.core.SupportsSnapshot`; the shared wrappers hold no episode state), else returns
+    ``copy.deepcopy(env)`` in place of ``spare``.
+
+    Raises:
+        TypeError: the environment has neither (it cannot be forked).
+
+    Example:
+        >>> env2 = fork_env(env, env2, task_id=3, seed=0)  # doctest: +SKIP
+    """
+    base, target = env.unwrapped, spare.unwrapped
+    if isinstance(base, SupportsSnapshot) and isinstance(target, SupportsSnapshot) and type(base) is type(target):
+        spare.reset(seed=seed, options={"task": task_id})  # wrappers (order enforcing) see a reset
+        target.restore(base.snapshot())
+        return spare
+    try:
+        return copy.deepcopy(env)
+    except Exception as exc:  # noqa: BLE001 - any failure means this family cannot fork
+        raise TypeError(
+            f"forking an episode needs environments with snapshot()/restore() or deepcopy support; "
+            f"{type(base).__name__} has neither ({exc})"
+        ) from exc
+
+
+def fork_episode(ep: Episode, parent: int, env: gym.Env, spare: gym.Env) -> tuple[Episode, gym.Env]:
+    """Fork episode ``parent`` (``ep``, playing in ``env``) at its current turn: ``(branch, its environment)``.
+
+    The branch is :meth:`Episode.fork` (the same prompt and turns, ``branch.parent == parent``,
+    ``branch.branch_turn == len(ep.turns)``); its environment is ``spare`` holding ``env``'s state
+    (:func:`fork_env`).  Both then go on independently: generate the branch's next action from
+    :func:`next_context` and step it with :func:`apply_action`, as for any episode.  This is the seam a branching
+    rollout uses to fork episodes from outside the engine.
+
+    Example:
+        >>> branch, branch_env = fork_episode(episodes[i], i, envs[i], spare_env)  # doctest: +SKIP
+        >>> episodes.append(branch)                                                 # doctest: +SKIP
+    """
+    return ep.fork(parent), fork_env(env, spare, ep.task_id, ep.seed)
 
 
 # ---- the loop -------------------------------------------------------------------------------------
@@ -272,8 +342,6 @@ def run_episodes(
         >>> run_episodes(envs, [(30001, 7, 0)] * 2, backend, ChatFormat(tok))  # doctest: +SKIP
     """
     config = config if config is not None else RolloutConfig()
-    if config.aepo is not None:
-        raise ValueError("AEPO branching (RolloutConfig.aepo) runs in trl_plugins.rollout.run_episodes")
     if len(envs) < len(tasks):
         raise ValueError(f"{len(tasks)} episodes need as many environments, got {len(envs)}")
     backend = as_backend(backend, fmt)
@@ -282,7 +350,7 @@ def run_episodes(
         raise ValueError("a token backend needs a ChatFormat (fmt)")
     check_stop_ids(backend, fmt if not text_backend else None, config)
     stats = stats if stats is not None else RolloutStats()
-    run = next(_RUNS)
+    run = new_run_id()
     keys = [(run, i) for i in range(len(tasks))]
     workers = [as_worker(env) for env in envs[: len(tasks)]]
     start = time.perf_counter()
@@ -429,6 +497,8 @@ def _generate_and_submit(
                 text = text.split("\n", 1)[0]
             reply: tuple = ([], text, False, output.finish_reason == "length", None)
         else:
+            if _bad_reply(episodes[i], output, fmt):  # type: ignore[arg-type]
+                continue
             stats.model_tokens += len(output.ids)
             reply = (*reply_of(output, fmt, config), output.logprobs)  # type: ignore[arg-type]
         workers[i].step_async(reply[1])
@@ -439,6 +509,17 @@ def _generate_and_submit(
     return submitted
 
 
+def _bad_reply(ep: Episode, output: GenerationOutput, fmt: ChatFormat) -> bool:
+    """End ``ep`` with ``"generation_error"`` if ``output`` holds ids that name no token; True if it did."""
+    bad = fmt.invalid_ids(output.ids)
+    if bad:
+        ep._end_on_generation_error(
+            f"GenerationError: the backend returned token ids outside the vocabulary [0, {len(fmt.tokenizer)}): "
+            f"{bad[:5]}"
+        )
+    return bool(bad)
+
+
 def _turn_seed(ep: Episode) -> int | None:
     """The seed of an episode's next reply from a text backend: the episode seed plus the turn index."""
     return None if ep.seed is None else int(ep.seed) + len(ep.turns)
@@ -447,10 +528,14 @@ def _turn_seed(ep: Episode) -> int | None:
 __all__ = [
     "CallableBackend",
     "GenerateFn",
-    "InProcessWorker",
+    "StepResult",
     "apply_action",
     "as_backend",
     "as_worker",
+    "check_stop_ids",
+    "fork_env",
+    "fork_episode",
+    "new_run_id",
     "next_context",
     "record_turn",
     "reply_of",

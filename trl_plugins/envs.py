@@ -71,7 +71,7 @@ def env_worker_kind(args: AgentGRPOConfig, custom_factory: bool) -> str:
         >>> env_worker_kind(AgentGRPOConfig(output_dir="/tmp/x", env_workers="process"), custom_factory=True)
         'inprocess'
     """
-    from agentgym_envs.engine import default_worker_kind
+    from agentgym_envs.workers import default_worker_kind
 
     if custom_factory or args.env_urls or args.aepo.branching is not None:
         return "inprocess"
@@ -126,7 +126,7 @@ class EnvPool:
         if missing > 0 and self.worker_kind == "inprocess":
             self.envs += [self.factory() for _ in range(missing)]
         elif missing > 0:
-            from agentgym_envs.engine import make_workers
+            from agentgym_envs.workers import make_workers
 
             group = make_workers(
                 self.env_id, missing, kind=self.worker_kind, max_processes=self.max_processes, **self.make_kwargs

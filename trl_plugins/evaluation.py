@@ -253,7 +253,7 @@ class HeldOutEvaluation:
             factory = self._held_out_env_factory()
             self._eval_pool += [factory() for _ in range(missing)]
         elif missing > 0:
-            from agentgym_envs.engine import make_workers
+            from agentgym_envs.workers import make_workers
 
             args = self._eval_args
             group = make_workers(

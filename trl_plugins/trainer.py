@@ -138,10 +138,16 @@ class AgentGRPOTrainer(HeldOutEvaluation, GenerationMixin, GRPOTrainer):
         eval_env_factory: Callable[[], gym.Env] | None = None,
     ):
         args = self._checked_args(args)
-        worker_kind = env_worker_kind(args, custom_factory=env_factory is not None)
+        custom_env_factory = env_factory is not None
+        worker_kind = env_worker_kind(args, custom_factory=custom_env_factory)
         env_factory = env_factory or self.make_env_factory(args)
         probe = env_factory()
         task_ids = list(as_text_env(probe).task_ids)
+        #: The environments of the rollouts (:class:`~trl_plugins.envs.EnvPool`); worker groups are built on demand.
+        self.env_pool = EnvPool(
+            env_factory, worker_kind, args.env_id, make_kwargs=env_make_kwargs(args),
+            max_processes=args.env_processes, probe=probe,
+        )
         self.tasks = TrainTasks(task_ids[: args.max_tasks] if args.max_tasks is not None else task_ids)
         use_vllm = bool(args.use_vllm)
         # TRL would start its own single-turn vLLM engine; ours (a generation backend of the rollout engine) is
@@ -154,7 +160,7 @@ class AgentGRPOTrainer(HeldOutEvaluation, GenerationMixin, GRPOTrainer):
                 args=args,
                 train_dataset=self.tasks.dataset(train_dataset, args.seed),
                 # the held-out tasks (trl_plugins.evaluation)
-                eval_dataset=self.held_out_dataset(args, eval_env_factory, custom_env_factory=env_factory is not None),
+                eval_dataset=self.held_out_dataset(args, eval_env_factory, custom_env_factory=custom_env_factory),
                 processing_class=processing_class,
                 callbacks=callbacks,
                 optimizers=optimizers,
@@ -174,11 +180,6 @@ class AgentGRPOTrainer(HeldOutEvaluation, GenerationMixin, GRPOTrainer):
                 "(set router_aux_loss_coef=0.0)"
             )
         check_prompt_budget(probe, self.chat_format, self.rollout_config)
-        #: The environments of the rollouts (:class:`~trl_plugins.envs.EnvPool`); worker groups are built on demand.
-        self.env_pool = EnvPool(
-            env_factory, worker_kind, args.env_id, make_kwargs=env_make_kwargs(args),
-            max_processes=args.env_processes, probe=probe,
-        )
         self.generation_backend = self.make_generation_backend()
         self.loss_hooks: list[LossHook] = self._build_hooks(args, loss_hooks)
         self._needs_entropy_grad = any(h.needs_entropy for h in self.loss_hooks)

@@ -322,7 +322,7 @@ class HeldOutEvaluation:
         trainer: Any = self
         accelerator = trainer.accelerator
         episodes_todo = self.held_out_episodes()[accelerator.process_index :: accelerator.num_processes]
-        config = dataclasses.replace(trainer.rollout_config, aepo=None)  # AEPO branches training groups only
+        config = trainer.rollout_config  # the engine's plain rollout: AEPO branches training groups only
         batch = max(1, int(self.args.per_device_eval_batch_size))
         was_training = self.model.training
         devices = [accelerator.device] if accelerator.device.type == "cuda" else []

@@ -22,6 +22,10 @@ from __future__ import annotations
 from typing import Any
 
 from agentgym_envs.errors import MissingDependencyError
+from trl_plugins.trl_warnings import silence_trl_import_warnings
+
+# Before any submodule imports TRL, whose imports warn about the vLLM version whether or not vLLM is used.
+silence_trl_import_warnings()
 
 # What `pip install 'agentgym-envs[train]'` installs, by import name.
 _TRAIN_MODULES = frozenset({"torch", "transformers", "trl", "peft", "datasets", "accelerate", "gguf", "yaml"})

@@ -24,6 +24,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,11 @@ from typing import Any
 DEFAULT_MODEL = "smollm2"
 #: Default ``output_dir`` when a config names none.
 DEFAULT_OUTPUT_DIR = "runs/agentgym"
+#: TRL's dataset settings (``ScriptArguments``): the agent trainer's tasks come from the environment instead.
+DATASET_SETTINGS = ("dataset_name", "dataset_config", "dataset_train_split", "dataset_test_split", "dataset_streaming")
+#: What a refused dataset setting is told to use instead.
+DATASET_HINT = ("the tasks come from the environment, not a dataset: set env_id (e.g. "
+                "agentgym/TextWorld-w2-o3-q4-v0), env_kwargs and max_tasks")
 
 
 @dataclass
@@ -114,8 +120,7 @@ def load_train_run(config: str | Path | None, overrides: list[str] | None = None
     known = {f.name for f in dataclasses.fields(ModelConfig)} | {f.name for f in dataclasses.fields(config_class)}
     bad = sorted(set(data) - known)
     if bad:
-        hint = " (PPO settings need 'algorithm: ppo')" if any(k.startswith("ppo") for k in bad) else ""
-        raise TrainerConfigError(f"unknown settings for algorithm {algorithm!r}: {bad}{hint}")
+        raise TrainerConfigError(f"unknown settings for algorithm {algorithm!r}: {bad}{_unknown_settings_hint(bad)}")
     data.setdefault("model_name_or_path", DEFAULT_MODEL)
     data.setdefault("output_dir", DEFAULT_OUTPUT_DIR)
     parser = HfArgumentParser((ModelConfig, config_class))
@@ -125,7 +130,8 @@ def load_train_run(config: str | Path | None, overrides: list[str] | None = None
     except SystemExit as exc:  # argparse already printed what was wrong
         raise TrainerConfigError(f"bad command-line settings: {' '.join(overrides)}") from exc
     if rest:
-        raise TrainerConfigError(f"unknown command-line settings: {' '.join(rest)}")
+        names = [item[2:] for item in rest if item.startswith("--")]
+        raise TrainerConfigError(f"unknown command-line settings: {' '.join(rest)}{_unknown_settings_hint(names)}")
     peft_config = get_peft_config(model_args)
     if lora:
         from peft import LoraConfig
@@ -134,8 +140,32 @@ def load_train_run(config: str | Path | None, overrides: list[str] | None = None
     return TrainRun(model=str(model_args.model_name_or_path), args=args, peft_config=peft_config)
 
 
+def _unknown_settings_hint(names: list[str]) -> str:
+    """What to set instead of refused settings that users bring from TRL's scripts (empty when none is known)."""
+    if any(name.split("=")[0] in DATASET_SETTINGS for name in names):
+        return f" ({DATASET_HINT})"
+    if any(name.startswith("ppo") for name in names):
+        return " (PPO settings need 'algorithm: ppo')"
+    return ""
+
+
 def build_model(name: str) -> tuple[Any, Any]:
-    """``(model, tokenizer)`` for a config's ``model_name_or_path``: ``smollm2``, ``tiny`` or a local folder."""
+    """``(model, tokenizer)`` for a config's ``model_name_or_path``: ``smollm2``, ``tiny``, a local folder or a hub id.
+
+    A model that cannot be loaded (no such folder, a hub id while offline) is one
+    :class:`~trl_plugins.errors.TrainerConfigError` line.
+
+    Example:
+        >>> build_model("/no/such/model")
+        Traceback (most recent call last):
+        ...
+        trl_plugins.errors.TrainerConfigError: model_name_or_path '/no/such/model': no such folder ...
+    """
+    from trl_plugins.errors import TrainerConfigError
+
+    if _looks_like_a_folder(name) and not Path(name).expanduser().is_dir():
+        raise TrainerConfigError(f"model_name_or_path {name!r}: no such folder (give a folder with a Hugging Face "
+                                 "model, a hub id, 'smollm2' or 'tiny')")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from trl_plugins.models import smollm2_dir, tiny_model, tiny_tokenizer
@@ -143,8 +173,17 @@ def build_model(name: str) -> tuple[Any, Any]:
     if name == "tiny":
         tok = tiny_tokenizer()
         return tiny_model(tok), tok
-    path = smollm2_dir() if name == "smollm2" else name
-    return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    path = smollm2_dir() if name == "smollm2" else str(Path(name).expanduser()) if _looks_like_a_folder(name) else name
+    try:
+        return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:  # transformers' messages run over several lines; the first says what failed
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TrainerConfigError(f"model_name_or_path {name!r}: could not load a model: {first_line}") from exc
+
+
+def _looks_like_a_folder(name: str) -> bool:
+    """Whether a model name is a path rather than a hub id (``org/model``) or one of the built-in names."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or Path(name).exists()
 
 
 def train_from_config(path: str | Path | None, resume: str | None = None, overrides: list[str] | None = None) -> Any:
@@ -163,14 +202,21 @@ def train_from_config(path: str | Path | None, resume: str | None = None, overri
     return trainer
 
 
+def _show_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+    """Warnings on the command line as one ``warning:`` line each, like its ``error:`` lines."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def _run(args: argparse.Namespace) -> int:
     from trl_plugins.errors import TrainerConfigError
 
-    try:
-        train_from_config(args.config, resume=args.resume, overrides=list(getattr(args, "overrides", []) or []))
-    except TrainerConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            train_from_config(args.config, resume=args.resume, overrides=list(getattr(args, "overrides", []) or []))
+        except TrainerConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     return 0
 
 

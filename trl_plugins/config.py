@@ -38,10 +38,12 @@ from trl_plugins.ppo import CriticConfig
 
 #: TRL loss types the trainer implements: all of TRL 1.16's (others raise at construction).
 SUPPORTED_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "luspo", "sapo", "cispo", "vespo")
-#: Where rollouts are generated (:mod:`agentgym_envs.generation`).
 #: Where the environments of a batch step (``"auto"``: :func:`agentgym_envs.workers.default_worker_kind`).
 ENV_WORKERS = ("auto", "inprocess", "process", "ray")
+#: Where rollouts are generated (:mod:`agentgym_envs.generation`).
 GENERATION_BACKENDS = ("transformers", "vllm")
+#: TRL's default ``max_completion_length``: any other value was set by the user, who is told it is not used.
+TRL_MAX_COMPLETION_LENGTH = GRPOConfig.__dataclass_fields__["max_completion_length"].default
 
 
 def sub_config(name: str, config_class: type, value: Any) -> Any:
@@ -209,6 +211,12 @@ class AgentGRPOConfig(GRPOConfig):
 
             # TRL defaults to bf16, which transformers refuses without a GPU; keep bf16 on CUDA only.
             self.bf16 = bool(torch.cuda.is_available())
+        if self.dataloader_pin_memory:
+            import torch
+
+            # Nothing to pin to without an accelerator (torch would warn at every epoch); the tasks are tiny anyway.
+            self.dataloader_pin_memory = bool(torch.accelerator.is_available())
+        self._warn_unused_trl_limits()
         super().__post_init__()
         if self.context_mode not in CONTEXT_MODES:
             raise TrainerConfigError(f"context_mode must be one of {CONTEXT_MODES}, not {self.context_mode!r}")
@@ -239,6 +247,17 @@ class AgentGRPOConfig(GRPOConfig):
         elif self.generation_backend == "vllm":
             self.use_vllm = True
         self.rollout_config()  # validates the limits
+
+    def _warn_unused_trl_limits(self) -> None:
+        """Warn (once per call site) that TRL's ``max_completion_length`` does not limit the multi-turn rollouts."""
+        if self.max_completion_length is not None and self.max_completion_length != TRL_MAX_COMPLETION_LENGTH:
+            warnings.warn(
+                f"max_completion_length={self.max_completion_length} is not used by the agent trainer: an episode "
+                "is limited by max_new_tokens_per_turn (tokens per reply), max_turns and max_context_tokens "
+                "(the whole conversation); set those instead",
+                UserWarning,
+                stacklevel=4,
+            )
 
     def _decode_command_line_values(self) -> None:
         """Turn the JSON text of dict and list fields (as the command line gives them) into values."""

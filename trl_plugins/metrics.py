@@ -1,8 +1,9 @@
 """What the trainer logs per batch, appended to TRL's metric lists (``trainer._metrics[mode]``).
 
 :func:`rollout_metrics` (the episodes: ``env/*``, ``reward``, ``rollout/*``, AEPO's ``aepo/*``),
-:func:`sampling_gap_metrics` (vLLM: TRL's ``sampling/*``) and :func:`loss_metrics` (``policy_loss``, ``entropy``,
-``clip_ratio/*``, ``kl``, ``entropy/turn_<k>``).  Means over tokens are over the model tokens of every process.
+:func:`sampling_gap_metrics` (vLLM: TRL's ``sampling/*``), :func:`loss_metrics` (``policy_loss``, ``entropy``,
+``clip_ratio/*``, ``kl``, ``entropy/turn_<k>``) and :func:`hook_metrics` (the loss hooks': ``hooks/<hook>/*``).
+Means over tokens are over the model tokens of every process.
 
 Example:
     >>> from collections import defaultdict
@@ -16,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,10 +25,10 @@ import torch
 
 from agentgym_envs.engine import Episode, RolloutStats, episode_metrics
 from trl_plugins.aepo import BranchingStats
-from trl_plugins.hooks import LossContext, clip_regions, entropy_metrics
+from trl_plugins.hooks import LossContext, LossHook, clip_regions, entropy_metrics
 from trl_plugins.hooks.reductions import masked_mean, per_token_kl
 
-__all__ = ["loss_metrics", "rollout_metrics", "sampling_gap_metrics"]
+__all__ = ["hook_metric_name", "hook_metrics", "loss_metrics", "rollout_metrics", "sampling_gap_metrics"]
 
 
 def rollout_metrics(
@@ -47,6 +49,30 @@ def rollout_metrics(
     if isinstance(stats, BranchingStats):
         for key, value in stats.metrics().items():
             metrics[key].append(value)
+
+
+def hook_metric_name(hook: str, key: str) -> str:
+    """``hooks/<hook>/<key>``, with one level of the hook's name even when its key already starts with it.
+
+    Example:
+        >>> hook_metric_name("epo", "epo/beta"), hook_metric_name("counting", "steps_done")
+        ('hooks/epo/beta', 'hooks/counting/steps_done')
+    """
+    return f"hooks/{hook}/{key.removeprefix(hook + '/')}"
+
+
+def hook_metrics(metrics: dict[str, list], hooks: Sequence[LossHook]) -> None:
+    """The loss hooks' metrics since the last log (:meth:`~trl_plugins.hooks.LossHook.metrics`), as ``hooks/<hook>/*``.
+
+    A value that is not defined yet (``None`` or NaN, e.g. EPO's reference entropy before it has a history) is left
+    out rather than logged as ``None``.
+    """
+    for hook in hooks:
+        for key, value in hook.metrics().items():
+            if value is None or math.isnan(float(value)):
+                continue
+            metrics[hook_metric_name(hook.name, key)].append(float(value))
+
 
 def sampling_gap_metrics(
     metrics: dict[str, list],

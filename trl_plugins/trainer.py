@@ -82,6 +82,7 @@ from trl_plugins.hooks.reductions import masked_mean
 from trl_plugins.options import check_prompt_budget, check_trl_options
 from trl_plugins.run_log import MetricsLogCallback
 from trl_plugins.scoring import token_logps_and_entropy
+from trl_plugins.trl_warnings import warn_if_vllm_untested
 from trl_plugins.vllm_colocate import importance_sampling_ratio
 
 __all__ = ["AgentGRPOTrainer", "environment_reward"]
@@ -169,6 +170,8 @@ class AgentGRPOTrainer(HeldOutEvaluation, GenerationMixin, GRPOTrainer):
         finally:
             args.use_vllm = use_vllm
         self.use_vllm = use_vllm
+        if use_vllm:
+            warn_if_vllm_untested()  # TRL's own version warnings are silenced at import (trl_plugins.trl_warnings)
         self._last_loaded_step = -1  # the global step whose weights the vLLM engine holds (-1: none pushed yet)
         # One set of stop ids everywhere: the sampler, the chat format and the token-limit flag (TRL's eos_token_ids
         # are the tokenizer's eos and every end id of the generation config).
@@ -501,9 +504,7 @@ class AgentGRPOTrainer(HeldOutEvaluation, GenerationMixin, GRPOTrainer):
     # ---- logging and checkpoints --------------------------------------------------------
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "train" if self.model.training else "eval"
-        for hook in self.loss_hooks:
-            for key, value in hook.metrics().items():
-                self._metrics[mode][f"hooks/{hook.name}/{key}"].append(float(value))
+        logged.hook_metrics(self._metrics[mode], self.loss_hooks)
         super().log(logs, start_time)
 
     def _save_checkpoint(self, model: Any, trial: Any) -> None:

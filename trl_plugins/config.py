@@ -316,9 +316,11 @@ class AgentGRPOConfig(GRPOConfig):
             value = getattr(self, name)
             if name in HOOKS and value != config_class():
                 settings[name] = value
-        named = {str(h.get("name") if isinstance(h, dict) else h).lower() for h in self.loss_hooks}  # type: ignore[union-attr]
-        if "aepo" in named:  # the hook's part of ``aepo`` (its branching half configures the rollout)
-            settings["aepo"] = {**self.aepo.hook_params(), **settings.get("aepo", {})}  # type: ignore[union-attr]
+        # The hook's part of ``aepo`` changed from its defaults (the branching half configures the rollout).
+        defaults = AEPOConfig().hook_params()
+        changed = {k: v for k, v in self.aepo.hook_params().items() if v != defaults.get(k)}  # type: ignore[union-attr]
+        if changed:
+            settings["aepo"] = {**changed, **settings.get("aepo", {})}
         return settings
 
     def unsupported_trl_options(self) -> list[str]:

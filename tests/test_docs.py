@@ -122,13 +122,15 @@ def test_the_code_blocks_of_a_page_run(page: Path, tmp_path: Path) -> None:
     if python:
         script = work / "doc_blocks.py"
         script.write_text(_runner(python))
-        result = subprocess.run([sys.executable, str(script)], cwd=work, env=env, capture_output=True, text=True,
-                                timeout=timeout_s)
+        result = subprocess.run(
+            [sys.executable, str(script)], cwd=work, env=env, capture_output=True, text=True, timeout=timeout_s
+        )
         assert result.returncode == 0, f"{page.name}:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
     for block in (b for b in blocks if b.lang not in ("python", "py")):
         code = block.runnable_code().replace(".venv/bin/", "")
-        result = subprocess.run(["bash", "-e", "-c", code], cwd=work, env=env, capture_output=True, text=True,
-                                timeout=timeout_s)
+        result = subprocess.run(
+            ["bash", "-e", "-c", code], cwd=work, env=env, capture_output=True, text=True, timeout=timeout_s
+        )
         assert result.returncode == 0, f"{block.name}:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
 
 
@@ -141,7 +143,9 @@ def test_blocks_marked_as_skipped_say_why(block: Block) -> None:
 
 def test_every_code_block_is_run_or_skipped_with_a_reason() -> None:
     unmarked_lines = [
-        f"{b.name}: {line.strip()}" for b in ALL for line in b.code.splitlines()
+        f"{b.name}: {line.strip()}"
+        for b in ALL
+        for line in b.code.splitlines()
         if "doc-test" in line and not SKIP.search(line)
     ]
     assert not unmarked_lines, f"malformed doc-test markers: {unmarked_lines}"

@@ -374,9 +374,10 @@ def _extra_commands() -> list[Any]:
     """
     from importlib.metadata import entry_points
 
+    from agentgym_envs.families.swe.build import add_subcommand as add_swe
     from agentgym_envs.remote.cli import add_subcommand as add_serve
 
-    commands = [add_serve]
+    commands = [add_serve, add_swe]
     for entry in sorted(entry_points(group="agentgym_envs.commands"), key=lambda e: e.name):
         try:
             commands.append(entry.load())

@@ -61,7 +61,6 @@ class RLSettings:
     max_new_tokens_per_turn: int = 24
     max_context_tokens: int = 2048
     loss_hooks: tuple[str, ...] = ()
-    loss_hook_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
     save_steps: int = 2
     seed: int = 0
     generation_backend: str = "transformers"
@@ -266,7 +265,7 @@ class HorizonSchedule:
     """A ``TrainerCallback`` that sets the rollout's turn limit from a schedule (ScalingInter-RL) before each step.
 
     Example:
-        >>> from trl_plugins.schedules import ScalingInterSchedule
+        >>> from trl_plugins.hooks.schedules import ScalingInterSchedule
         >>> HorizonSchedule(ScalingInterSchedule([6, 13, 20], 100)).schedule(101)
         13
     """
@@ -329,7 +328,6 @@ def rl(
         num_iterations=settings.num_iterations,
         temperature=settings.temperature,
         loss_hooks=list(settings.loss_hooks),
-        loss_hook_kwargs=dict(settings.loss_hook_kwargs),
         generation_backend=settings.generation_backend,
         max_steps=settings.steps,
         logging_steps=1,
@@ -346,7 +344,7 @@ def rl(
     network, tokenizer = load_model(model)
     callbacks = []
     if horizons is not None:
-        from trl_plugins.schedules import ScalingInterSchedule
+        from trl_plugins.hooks.schedules import ScalingInterSchedule
 
         callbacks.append(_callback_base()(ScalingInterSchedule(list(horizons[0]), horizons[1])))
     trainer = trainer_class(network, args=args, processing_class=tokenizer, train_dataset=tasks, callbacks=callbacks)

@@ -12,7 +12,7 @@ What cannot run here is marked in the page itself, with a reason, and reported a
   200-step run whose configuration is still checked.
 
 Blocks in other languages (``yaml``, plain text) are not code.  The page's time limit is
-:data:`PAGE_TIMEOUT_S`.
+:data:`PAGE_TIMEOUT_S`, or its entry in :data:`PAGE_TIMEOUTS_S`.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 PAGE_TIMEOUT_S = 240
+# vllm.md starts three vLLM engines (SmolLM2: 20-60 s on a CPU, more on a loaded one).
+PAGE_TIMEOUTS_S = {"vllm.md": 900}
 SKIP = re.compile(r"#\s*doc-test:\s*skip\s*(?:\((?P<reason>[^)]*)\))?")
 FENCE = re.compile(r"^(?P<indent>\s*)```(?P<lang>[\w+-]*)\s*$")
 
@@ -115,17 +117,20 @@ def test_the_code_blocks_of_a_page_run(page: Path, tmp_path: Path) -> None:
     blocks = [b for b in ALL if b.page == page and b.skip_reason() is None]
     work = _workdir(tmp_path)
     env = _environment(work)
+    timeout_s = PAGE_TIMEOUTS_S.get(page.name, PAGE_TIMEOUT_S)
     python = [b for b in blocks if b.lang in ("python", "py")]
     if python:
         script = work / "doc_blocks.py"
         script.write_text(_runner(python))
-        result = subprocess.run([sys.executable, str(script)], cwd=work, env=env, capture_output=True, text=True,
-                                timeout=PAGE_TIMEOUT_S)
+        result = subprocess.run(
+            [sys.executable, str(script)], cwd=work, env=env, capture_output=True, text=True, timeout=timeout_s
+        )
         assert result.returncode == 0, f"{page.name}:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
     for block in (b for b in blocks if b.lang not in ("python", "py")):
         code = block.runnable_code().replace(".venv/bin/", "")
-        result = subprocess.run(["bash", "-e", "-c", code], cwd=work, env=env, capture_output=True, text=True,
-                                timeout=PAGE_TIMEOUT_S)
+        result = subprocess.run(
+            ["bash", "-e", "-c", code], cwd=work, env=env, capture_output=True, text=True, timeout=timeout_s
+        )
         assert result.returncode == 0, f"{block.name}:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
 
 
@@ -138,7 +143,9 @@ def test_blocks_marked_as_skipped_say_why(block: Block) -> None:
 
 def test_every_code_block_is_run_or_skipped_with_a_reason() -> None:
     unmarked_lines = [
-        f"{b.name}: {line.strip()}" for b in ALL for line in b.code.splitlines()
+        f"{b.name}: {line.strip()}"
+        for b in ALL
+        for line in b.code.splitlines()
         if "doc-test" in line and not SKIP.search(line)
     ]
     assert not unmarked_lines, f"malformed doc-test markers: {unmarked_lines}"

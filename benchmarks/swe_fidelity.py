@@ -6,9 +6,10 @@ and the gold patch must resolve it; each test log is also graded by swebench's h
 ``get_resolution_status``), which must agree with the environment's grade.
 
 Speed: expert episodes per second in this process and through process workers, the cost of one graded
-test run per package, and the sandbox's overhead against the same test command run unsandboxed.
+test run per package, and the sandbox's overhead against the same test command run unsandboxed
+(:func:`sandbox_overhead`: interleaved runs, wall and CPU time, with the load average).
 
-Run: ``nice -n 10 python benchmarks/swe_fidelity.py [--limit N] [--speed-only] [--json out.json]``.
+Run: ``nice -n 10 python benchmarks/swe_fidelity.py [--limit N] [--speed-only | --overhead-only] [--json out.json]``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -25,6 +28,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from agentgym_envs.families.swe.sandbox import Sandbox, SandboxLimits
 from agentgym_envs.families.swe.tasks import MANIFEST, Instance, apply_patch, load_instances
 from agentgym_envs.families.swe.workspace import TestRun, Workspace, pytest_command
 
@@ -124,6 +128,108 @@ def test_run_cost(instances: list[Instance], repeats: int = 3) -> dict[str, Any]
     return out
 
 
+def _timed(run: Any) -> tuple[float, float]:
+    """Wall seconds and CPU seconds of ``run()``: user + system of every waited-for descendant, plus what ``run``
+    returns (CPU seconds this process cannot see: a sandbox's PID namespace takes its processes' times with it).
+    """
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    unseen = run() or 0.0
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime) + unseen
+
+
+_TIMES = re.compile(r"^(\d+)m([\d.]+)s (\d+)m([\d.]+)s$", re.MULTILINE)
+
+
+def _bash_times(output: str) -> float:
+    """User + system seconds of a shell and its children, from the two lines of bash's ``times`` at its end."""
+    lines = _TIMES.findall(output)[-2:]
+    if len(lines) != 2:
+        raise RuntimeError("the command's output does not end with bash's `times` lines")
+    return sum(60 * int(m) + float(s) for um, us, sm, ss in lines for m, s in ((um, us), (sm, ss)))
+
+
+def sandbox_overhead(instances: list[Instance], packages: int = 3, repeats: int = 5) -> dict[str, Any]:
+    """The sandbox's cost on a whole test run: the same command and tree, sandboxed and not, interleaved.
+
+    One instance of each of the first ``packages`` packages; ``repeats`` pairs of runs, alternating which of
+    the two goes first (ABBA) so that a drift in the machine's load falls on both alike.  Reports the medians
+    of wall time and of CPU time (the runs' own user + system seconds, which other sessions' load does not
+    inflate the way it inflates wall time), their ratios, and the load average before and after.
+    """
+    load_before = os.getloadavg()
+    chosen = [next(i for i in instances if i.repo == repo) for repo in sorted({i.repo for i in instances})[:packages]]
+    rows: dict[str, Any] = {}
+    for instance in chosen:
+        rows[instance.instance_id] = _interleaved(instance, repeats)
+        print(instance.instance_id, rows[instance.instance_id], flush=True)
+    fixed = _per_command_cost(chosen[0], repeats=3 * repeats)
+    return {
+        "repeats": repeats,
+        "instances": rows,
+        "median_wall_overhead": round(statistics.median(r["wall_overhead"] for r in rows.values()), 3),
+        "median_cpu_overhead": round(statistics.median(r["cpu_overhead"] for r in rows.values()), 3),
+        "per_command": fixed,
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def _interleaved(instance: Instance, repeats: int) -> dict[str, float]:
+    """Median wall and CPU seconds of ``repeats`` sandboxed and unsandboxed test runs of ``instance``, in ABBA order."""
+    workspace = Workspace.create(instance)
+    env = {**os.environ, **workspace.sandbox.env, "PATH": workspace.sandbox.env["PATH"] + ":" + os.environ["PATH"]}
+    # `times` reports the CPU seconds of the test run inside the sandbox (invisible from here, see _timed).
+    command = pytest_command(instance.test_files) + "; times"
+    limits = SandboxLimits(**{**workspace.limits.__dict__, "wall_time_s": 600.0})
+    box = Sandbox(workspace.folder, limits, workspace.sandbox.read_only, workspace.sandbox.env)
+    runs = {
+        "sandboxed": lambda: _bash_times(box.run(command, cwd=workspace.repo).output),
+        "plain": lambda: _run_plain(command, workspace.repo, env),
+    }
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
+    try:
+        for rep in range(repeats):
+            for name in list(runs) if rep % 2 == 0 else list(runs)[::-1]:
+                samples[name].append(_timed(runs[name]))
+    finally:
+        workspace.close()
+    row: dict[str, float] = {}
+    for name, pairs in samples.items():
+        row[f"{name}_wall_s"] = round(statistics.median(w for w, _ in pairs), 3)
+        row[f"{name}_cpu_s"] = round(statistics.median(c for _, c in pairs), 3)
+    row["wall_overhead"] = round(row["sandboxed_wall_s"] / row["plain_wall_s"] - 1, 3)
+    row["cpu_overhead"] = round(row["sandboxed_cpu_s"] / row["plain_cpu_s"] - 1, 3)
+    return row
+
+
+def _run_plain(command: str, cwd: Path, env: dict[str, str]) -> None:
+    """``command`` with ``bash``, unsandboxed (its processes' CPU seconds reach this process's children's usage)."""
+    subprocess.run(["bash", "-c", command], cwd=cwd, env=env, capture_output=True, timeout=600, check=False)
+
+
+def _per_command_cost(instance: Instance, repeats: int) -> dict[str, float]:
+    """The sandbox's fixed cost: ``true`` sandboxed and not, interleaved (median wall milliseconds)."""
+    workspace = Workspace.create(instance)
+    try:
+        boxed, bare = [], []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            workspace.run("true")
+            boxed.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            subprocess.run(["bash", "-c", "true"], check=False)
+            bare.append(time.perf_counter() - start)
+    finally:
+        workspace.close()
+    return {
+        "sandboxed_ms": round(1000 * statistics.median(boxed), 1),
+        "plain_ms": round(1000 * statistics.median(bare), 1),
+    }
+
+
 def episodes_per_second(episodes: int, workers: int) -> dict[str, float]:
     """Expert episodes (reset, apply the gold patch, submit) per second, in-process and in process workers."""
     import agentgym_envs
@@ -162,6 +268,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--limit", type=int, help="only the first N instances of each package")
     parser.add_argument("--speed-only", action="store_true")
+    parser.add_argument("--overhead-only", action="store_true", help="only the sandbox's overhead (interleaved runs)")
+    parser.add_argument("--packages", type=int, default=3, help="packages in the overhead measurement")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved pairs of runs per instance")
     parser.add_argument("--episodes", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", type=Path)
@@ -176,10 +285,13 @@ def main() -> None:
                 chosen.append(instance)
         instances = chosen
     result: dict[str, Any] = {}
-    if not args.speed_only:
+    if not (args.speed_only or args.overhead_only):
         result["fidelity"] = fidelity(instances)
-    result["test_run_cost"] = test_run_cost(instances)
-    result["speed"] = episodes_per_second(args.episodes, args.workers)
+    if not args.overhead_only:
+        result["test_run_cost"] = test_run_cost(instances)
+    result["sandbox_overhead"] = sandbox_overhead(instances, args.packages, args.repeats)
+    if not args.overhead_only:
+        result["speed"] = episodes_per_second(args.episodes, args.workers)
     print(json.dumps({k: v for k, v in result.items()}, indent=1))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))

@@ -5,6 +5,7 @@ Episodes use a test-split instance of the package with the fastest tests (``infl
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -237,3 +238,57 @@ def test_the_time_limit_truncates_the_episode() -> None:
     finally:
         env.close()
     assert truncated and not terminated and info["truncation_reason"] == "time_limit"
+
+
+# ---- everywhere the other families are ------------------------------------------------------------
+def test_an_expert_episode_through_agentgym_serve_wins() -> None:
+    import gymnasium as gym
+
+    from agentgym_envs.remote.launch import ServerProcess
+
+    repo = Path(__file__).resolve().parent.parent
+    child = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(repo), os.environ.get("PYTHONPATH")) if p))
+    args = ["--max-sessions", "2", "--client-kwargs", "split,expert_actions"]
+    with ServerProcess("agentgym/SWE-tools-v0", {"split": "test"}, args=args, env=child) as server:
+        env = gym.make(
+            "agentgym/Remote-v0", url=server.url, env_id="agentgym/SWE-tools-v0", split="test", expert_actions=True
+        )
+        try:
+            obs, info = env.reset(seed=0, options={"task": FAST.instance_id})
+            assert info["task_id"] == FAST.instance_id and FAST.problem_statement.strip() in obs
+            for _ in range(4):
+                obs, reward, terminated, truncated, info = env.step(info["expert_action"])
+                if terminated or truncated:
+                    break
+        finally:
+            env.close()
+        server_pid = server.pid
+    assert info["won"] and reward == pytest.approx(1.0) and info["diff"].strip() == FAST.patch.strip()
+    assert not psutil.pid_exists(server_pid) or psutil.Process(server_pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_the_expert_gives_sft_demonstrations() -> None:
+    pytest.importorskip("datasets")
+    from trl_plugins.sft import expert_dataset
+
+    data = expert_dataset("agentgym/SWE-tools-v0", split="test", tasks=[FAST.instance_id])
+    (row,) = data
+    assert row["won"] and row["return"] == pytest.approx(1.0) and row["turns"] == 2
+    replies = [m["content"] for m in row["messages"] if m["role"] == "assistant"]
+    assert "replace" in replies[0] and "submit" in replies[1] and row["messages"][-1]["role"] == "assistant"
+    assert FAST.problem_statement.strip() in " ".join(m["content"] for m in row["messages"] if m["role"] == "user")
+
+
+def test_the_full_leaderboard_suite_has_swe_and_the_expert_row_wins(tmp_path: Path) -> None:
+    from agentgym_envs.eval.runner import run_leaderboard
+    from agentgym_envs.eval.suite import Suite, SuiteEntry, load_suite
+
+    entries = {e.env_id: e for e in load_suite("full").entries}
+    assert {"agentgym/SWE-v0", "agentgym/SWE-tools-v0"} <= set(entries)
+    entry = entries["agentgym/SWE-tools-v0"]
+    rows = run_leaderboard(
+        Suite("swe", (SuiteEntry(entry.env_id, 1, entry.kwargs),)), ["expert"], tmp_path, progress=False
+    )
+    (row,) = [r for r in rows if r["level"] == "environment"]
+    assert row["policy"] == "expert" and row["episodes"] == 1 and row["success_rate"] == 1.0
+    assert "agentgym/SWE-tools-v0" in (tmp_path / "leaderboard.md").read_text()

@@ -154,6 +154,16 @@ def test_expert_wins_and_state_changes_see_a_fresh_database(env, template):
     assert terminated and not info["won"] and info["eval_score"] == 0.0
 
 
+def test_a_reset_that_switches_sites_keeps_the_browser(env):
+    from agentgym_envs.families.web.browser import SharedBrowser
+
+    shop, forum = _task(env, "shop_brand"), _task(env, "reddit_comment")
+    env.reset(options={"task": shop})
+    browser = SharedBrowser.current().browser
+    env.reset(options={"task": forum})  # other origins: a new session (network policy), the same Chromium
+    assert SharedBrowser.current().browser is browser and browser.is_connected()
+
+
 def test_information_task_grades_the_answer(env):
     task = _task(env, "shop_brand")
     brand = env.configs[task]["eval"]["reference_answers"]["exact_match"]

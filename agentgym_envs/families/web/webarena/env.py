@@ -241,9 +241,12 @@ class WebArenaEnv(WebEnv):
         # The network policy is per task: exactly the task's site origins.
         session = self.session
         if session is not None and session.allowed != set(self._origins):
+            # Open the new session before closing the old one: the shared browser would shut down with its
+            # last session and start again (about 4 s of a reset that switches sites).
+            fresh = BrowserSession(self.browser_config, self._origins)
             session.close()
-            session = self.session = None
-        if session is None:
+            session = self.session = fresh
+        elif session is None:
             session = self.session = BrowserSession(self.browser_config, self._origins)
         elif not session.alive():
             session.recover()
@@ -374,8 +377,8 @@ class WebArenaEnv(WebEnv):
         else:
             session.goto(url)
 
-    def _observe(self) -> None:
-        super()._observe()
+    def _observe(self, renumber: bool = False) -> None:
+        super()._observe(renumber)
         if self.session is not None:
             # WebArena shows whole URLs: a task may span several sites.
             self._url = self.shown_url(str(self.session.page.url))

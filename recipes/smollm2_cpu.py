@@ -89,6 +89,9 @@ def main(argv: list[str] | None = None) -> dict:
     if unknown:
         raise SystemExit(f"error: unknown families {unknown}; known: {', '.join(families)}")
     threads = opts.threads or (1 if (os.cpu_count() or 1) <= 2 else None)
+    # vLLM's CPU default KV cache (1 GiB) holds about 32 BabyAI/TextWorld episodes of ~1 300 tokens; the leaderboard
+    # batches 64, and a cache that is too small makes vLLM preempt and recompute sequences (10x slower here).
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
     if threads:
         import torch
 

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import abc
 import copy
+import sys
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -55,6 +56,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import gymnasium as gym
 import numpy as np
 from gymnasium.vector.utils import create_shared_memory, read_from_shared_memory, write_to_shared_memory
+from gymnasium.wrappers import TimeLimit
 
 from agentgym_envs.errors import (
     EnvironmentCrashedError,
@@ -86,7 +88,7 @@ INFO_KEYS = (
 SPLITS = ("train", "valid", "test")
 
 #: Every value ``info["truncation_reason"]`` takes when ``truncated`` is true:
-#: ``"step_limit"`` (``max_steps`` reached), ``"time_limit"`` (a web episode's wall-clock limit,
+#: ``"step_limit"`` (``max_steps`` reached, or a Gymnasium ``TimeLimit`` around the environment), ``"time_limit"`` (a web episode's wall-clock limit,
 #: ``WebLimits.episode_time_limit_s``) and ``"crash"`` (the simulator died; ``info["error"]`` says why).
 TRUNCATION_REASONS = ("step_limit", "time_limit", "crash")
 
@@ -460,7 +462,7 @@ class TextEnv(gym.Env[str, str], abc.ABC):
         info = self._info(action=command, raw_action=raw, parse_error=None, lazy=not self._done)
         info["won"], info["lost"] = bool(transition.won), bool(transition.lost)
         info.update(transition.extra)
-        if truncated:
+        if truncated or (not terminated and wrapping_time_limit_ends_step(self)):
             info["truncation_reason"] = "step_limit"
         return transition.observation, float(reward), terminated, truncated, info
 
@@ -474,7 +476,7 @@ class TextEnv(gym.Env[str, str], abc.ABC):
         truncated = self._steps >= self.max_steps
         self._done = truncated
         info = self._info(action=None, raw_action=parsed.raw, parse_error=parsed.error, lazy=not truncated)
-        if truncated:
+        if truncated or wrapping_time_limit_ends_step(self):
             info["truncation_reason"] = "step_limit"
         obs = f"Invalid action: {parsed.error}. Nothing happened."
         if format_help:  # a malformed reply gets the format again; a refused command was well formed
@@ -500,6 +502,39 @@ class TextEnv(gym.Env[str, str], abc.ABC):
             "truncation_reason": None,
             "error": None,
         }
+
+
+def wrapping_time_limit_ends_step(env: gym.Env) -> bool:
+    """Whether a Gymnasium ``TimeLimit`` around ``env`` truncates the step ``env`` is taking now.
+
+    ``TimeLimit`` (``gym.make``'s, or one a user adds) sets ``truncated`` without telling the environment,
+    whose ``info`` would then say ``truncation_reason=None``; so the environment looks at the wrappers
+    whose ``step`` is calling it (a few frames up) for a ``TimeLimit`` at its last step (``gym.make``'s
+    and a user's may both be there).
+
+    Example:
+        >>> from gymnasium.wrappers import TimeLimit
+        >>> env = TimeLimit(gym.make("agentgym/TextCraft-v0", split="test"), 1)  # doctest: +SKIP
+        >>> env.reset(seed=0); env.step("look")[4]["truncation_reason"]       # doctest: +SKIP
+        'step_limit'
+    """
+    frame = sys._getframe(1)
+    for _ in range(_TIME_LIMIT_SEARCH_FRAMES):
+        frame = frame.f_back
+        if frame is None:
+            return False
+        if frame.f_code.co_name != "step" or "self" not in frame.f_code.co_varnames:
+            continue
+        caller = frame.f_locals.get("self")
+        if isinstance(caller, TimeLimit) and caller.unwrapped is env:
+            elapsed = caller._elapsed_steps  # incremented after the inner step returns
+            if elapsed is not None and elapsed + 1 >= caller._max_episode_steps:
+                return True
+    return False
+
+
+# Deep enough for gym.make's stack (checker, order, limit) under a user's wrappers; beyond it nothing is found.
+_TIME_LIMIT_SEARCH_FRAMES = 24
 
 
 def render_text(render_mode: str | None, text: str) -> str | None:

@@ -1,8 +1,10 @@
 """The ``agentgym/`` namespace: which environments exist, and how ``gym.make`` builds them.
 
 Every family module exposes ``FAMILY`` (a :class:`Family`) and ``registrations()``
-(a list of :class:`Registration`).  :func:`register_all` hands them to Gymnasium;
-``import agentgym_envs`` calls it.
+(a list of :class:`Registration`).  Family modules are found through the ``"agentgym_envs.families"``
+entry-point group (:data:`ENTRY_POINT_GROUP`), so another package can add a family by declaring one
+(see ``docs/environments.md``); :func:`register_all` hands them to Gymnasium; ``import agentgym_envs``
+calls it.
 
 ``gym.make`` goes through :func:`make_env`, which checks the family's optional
 dependencies (raising :class:`~agentgym_envs.errors.MissingDependencyError` that
@@ -21,12 +23,12 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.metadata
 import importlib.util
-import pkgutil
 import sys
 import warnings
-from collections.abc import Iterable
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 import gymnasium as gym
@@ -36,15 +38,51 @@ from agentgym_envs.errors import MissingDependencyError, install_command
 NAMESPACE = "agentgym"
 REMOTE_ENV_ID = f"{NAMESPACE}/Remote-v0"
 
+#: The entry-point group that names family modules: ``name = "package.module"`` in a package's metadata.
+ENTRY_POINT_GROUP = "agentgym_envs.families"
+#: Where a family's environments step by default (:attr:`Family.worker`).
+FAMILY_WORKERS = ("inprocess", "process")
+
+#: This package's own family modules, by entry-point name.  ``pyproject.toml`` declares the same entries in
+#: :data:`ENTRY_POINT_GROUP` (a test keeps the two equal), but the package reads them from here: the entry
+#: points of an installed distribution are the metadata written when it was installed, so an editable
+#: install made before a family was added (or renamed) would miss it (or fail to import the old name), and
+#: a source checkout on ``PYTHONPATH`` has no metadata at all.  Entry points of this package's own
+#: distribution are therefore skipped, and only other packages' entry points are loaded.
+BUILTIN_FAMILIES: dict[str, str] = {
+    "alfworld": "agentgym_envs.families.alfworld",
+    "babyai": "agentgym_envs.families.babyai",
+    "deepsearch": "agentgym_envs.families.deepsearch",
+    "scienceworld": "agentgym_envs.families.scienceworld",
+    "textcraft": "agentgym_envs.families.textcraft",
+    "textworld": "agentgym_envs.families.textworld",
+    "textworld_express": "agentgym_envs.families.textworld_express",
+    "miniwob": "agentgym_envs.families.web.miniwob",
+    "webshop": "agentgym_envs.families.web.shop",
+}
+DISTRIBUTION = "agentgym-envs"
 
 
 @dataclass(frozen=True)
 class Family:
-    """An environment family: its optional dependencies and splits.
+    """An environment family: its optional dependencies, splits, and where its environments step.
+
+    Args:
+        name: the family's name (``info["family"]``).
+        extra: the ``pip install 'agentgym-envs[<extra>]'`` that installs its dependencies (a third-party
+            family names its own package's extra or install command here).
+        requires: import names of its dependencies (checked by :meth:`check` when an environment is built).
+        splits: its task splits.
+        description: one line for ``agentgym list``.
+        worker: where its environments step when the trainer or the leaderboard choose (``env_workers="auto"``,
+            :func:`agentgym_envs.workers.default_worker_kind`): ``"process"`` for families whose steps cost
+            more than a trip through a pipe (a JVM simulator, a browser), ``"inprocess"`` (default) otherwise.
 
     Example:
         >>> Family("textworld", extra="textworld", requires=("textworld",)).installed()  # doctest: +SKIP
         True
+        >>> Family("myfamily", extra="myfamily", worker="process").worker
+        'process'
     """
 
     name: str
@@ -52,6 +90,13 @@ class Family:
     requires: tuple[str, ...] = ()
     splits: tuple[str, ...] = ("train", "valid", "test")
     description: str = ""
+    worker: str = "inprocess"
+
+    def __post_init__(self) -> None:
+        if self.worker not in FAMILY_WORKERS:
+            raise ValueError(
+                f"Family {self.name!r}: worker must be one of {', '.join(FAMILY_WORKERS)}, got {self.worker!r}"
+            )
 
     def missing(self) -> list[str]:
         """Import names of the family's dependencies that are not installed."""
@@ -98,30 +143,60 @@ class EnvironmentRow:
     description: str
 
 
-def _family_modules(package: Any = None) -> Iterable[Any]:
-    """Every module of :mod:`agentgym_envs.families` that declares ``registrations()``.
+def family_modules() -> list[ModuleType]:
+    """Every family module: this package's own (:data:`BUILTIN_FAMILIES`), then other packages' by entry-point name.
 
-    A family is a module (``families/textworld.py``) or a package (``families/deepsearch/``) that
-    declares ``registrations()``; a package that does not (``families/web/``) groups several
-    families, and its modules are searched in turn.  Names starting with ``_`` are private.
+    Another package's entry point that cannot be imported, or whose module declares no ``registrations()``,
+    is left out with a warning (one broken plugin does not break ``import agentgym_envs``).
+
+    Example:
+        >>> [module.__name__ for module in family_modules()][:2]
+        ['agentgym_envs.families.alfworld', 'agentgym_envs.families.babyai']
     """
-    if package is None:
-        from agentgym_envs import families as package
-
-    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-        if info.name.startswith("_"):
+    modules = [importlib.import_module(name) for name in BUILTIN_FAMILIES.values()]
+    for entry_point in sorted(_foreign_entry_points(), key=lambda ep: ep.name):
+        try:
+            module = entry_point.load()
+        except Exception as exc:  # noqa: BLE001 - a broken plugin is reported, not raised
+            _warn_once(entry_point, f"was not loaded: {type(exc).__name__}: {exc}")
             continue
-        module = importlib.import_module(f"{package.__name__}.{info.name}")
-        if hasattr(module, "registrations"):
-            yield module
-        elif info.ispkg:
-            yield from _family_modules(module)
+        if not callable(getattr(module, "registrations", None)):
+            _warn_once(entry_point, "names no module with registrations(); it was left out")
+            continue
+        if module not in modules:
+            modules.append(module)
+    return modules
+
+
+_WARNED: set[tuple[str, str]] = set()
+
+
+def _warn_once(entry_point: importlib.metadata.EntryPoint, problem: str) -> None:
+    """Warn about a broken family entry point once per process (families are listed again on every call)."""
+    if (entry_point.name, entry_point.value) not in _WARNED:
+        _WARNED.add((entry_point.name, entry_point.value))
+        warnings.warn(f"family entry point {entry_point.name!r} ({entry_point.value}) {problem}", stacklevel=3)
+
+
+def _foreign_entry_points() -> list[importlib.metadata.EntryPoint]:
+    """The :data:`ENTRY_POINT_GROUP` entry points of other distributions than this package's own."""
+    found = []
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = getattr(entry_point, "dist", None)
+        own = dist is not None and _canonical(dist.metadata["Name"] or "") == DISTRIBUTION
+        if not own and entry_point.value not in BUILTIN_FAMILIES.values():
+            found.append(entry_point)
+    return found
+
+
+def _canonical(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
 
 
 def all_registrations() -> list[Registration]:
     """Every environment of every family, installed or not."""
     regs: list[Registration] = []
-    for module in _family_modules():
+    for module in family_modules():
         regs.extend(module.registrations())
     return regs
 
@@ -191,8 +266,10 @@ def unknown_id_message(env_id: str) -> str:
     name = env_id.split("/", 1)[1] if env_id.startswith(f"{NAMESPACE}/") else env_id
     for guess in (f"{NAMESPACE}/{name}", f"{NAMESPACE}/{name}-v0"):
         if guess in _BY_ID:
-            return (f"{env_id!r} is not an agentgym environment id; did you mean {guess!r}? "
-                    f"agentgym's environments live in the {NAMESPACE!r} namespace (see `agentgym list`)")
+            return (
+                f"{env_id!r} is not an agentgym environment id; did you mean {guess!r}? "
+                f"agentgym's environments live in the {NAMESPACE!r} namespace (see `agentgym list`)"
+            )
     message = f"{env_id!r} is not an agentgym environment id"
     # A family whose ids share the name's first word, e.g. MiniWoB-<task>: without its package only
     # part of its ids may be known (MiniWoB lists its tasks from the installed miniwob package).
@@ -201,8 +278,10 @@ def unknown_id_message(env_id: str) -> str:
     missing = [family for family in families if not family.installed()]
     if missing:
         family = missing[0]
-        message += (f"; the {family.name!r} family is not installed, and some of its ids are only known once it is: "
-                    f"{install_command(family.extra)}")
+        message += (
+            f"; the {family.name!r} family is not installed, and some of its ids are only known once it is: "
+            f"{install_command(family.extra)}"
+        )
     names = {known.split("/", 1)[1]: known for known in _BY_ID}  # compared without the shared namespace
     close = difflib.get_close_matches(name, list(names), n=3)
     if close:

@@ -26,7 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agentgym_envs.engine import make_workers, reset_many, step_many  # noqa: E402
+from agentgym_envs.workers import make_workers, reset_many, step_many  # noqa: E402
 
 
 @dataclass(frozen=True)

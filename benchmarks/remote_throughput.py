@@ -122,7 +122,8 @@ async def _session(url: str, index: int, steps: int, deadline: float, latencies:
 
 def load_test(sessions: int, steps: int, time_limit_s: float) -> dict[str, Any]:
     """``sessions`` concurrent sessions x ``steps`` expert steps on one loopback server."""
-    with ServerProcess(BABYAI, {"split": "test"}, args=["--max-sessions", str(sessions), "--idle-timeout", "0"]) as server:
+    fixed = {"split": "test", "expert_actions": True}  # what each session sends: clients may only repeat it
+    with ServerProcess(BABYAI, fixed, args=["--max-sessions", str(sessions), "--idle-timeout", "0"]) as server:
         latencies: list[float] = []
 
         async def run_all() -> list[dict[str, Any]]:
@@ -177,14 +178,14 @@ def overhead(steps: dict[str, int]) -> list[dict[str, Any]]:
     """Steps/s locally, through the server on loopback and in a Ray actor, for each environment."""
     import ray
 
-    from agentgym_envs.remote.ray_workers import RayEnv
+    from agentgym_envs.workers.ray import RayEnv
 
     rows = []
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         for env_id, n in steps.items():
             kwargs = {"split": "test", "expert_actions": True}
-            with ServerProcess(env_id, {"split": "test"}) as server:
+            with ServerProcess(env_id, kwargs) as server:  # the client may only repeat what the server fixes
                 makers = {
                     "local": lambda env_id=env_id, kwargs=kwargs: gym.make(env_id, **kwargs),
                     "server (loopback)": lambda env_id=env_id, kwargs=kwargs, url=server.url: gym.make(

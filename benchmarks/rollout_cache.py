@@ -25,9 +25,9 @@ def run(episodes: int, turns: int, max_new_tokens: int, carry: bool, env_id: str
     import torch
 
     from agentgym_envs.engine import ChatFormat, RolloutConfig, RolloutStats, run_episodes, stop_ids_for
-    from agentgym_envs.eval.models import load_smollm2
     from agentgym_envs.generation import SamplingSettings
     from agentgym_envs.generation.transformers import TransformersBackend
+    from agentgym_envs.models import load_smollm2
 
     model, tok = load_smollm2()
     model.eval()

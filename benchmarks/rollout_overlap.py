@@ -82,11 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from agentgym_envs.engine import ChatFormat, RolloutConfig, RolloutStats, make_workers, run_episodes, stop_ids_for
-    from agentgym_envs.eval.models import smollm2_dir
+    from agentgym_envs.engine import ChatFormat, RolloutConfig, RolloutStats, run_episodes, stop_ids_for
     from agentgym_envs.generation import SamplingSettings
     from agentgym_envs.generation.transformers import TransformersBackend
+    from agentgym_envs.models import smollm2_dir
     from agentgym_envs.registry import make_env
+    from agentgym_envs.workers import make_workers
 
     torch.set_num_threads(opts.threads)
     if opts.model == "tiny":

@@ -95,7 +95,7 @@ def setup_torch(threads: int) -> Any:
 
 def model_path(name: str) -> Path:
     if name == "smollm2":
-        from agentgym_envs.eval.models import smollm2_dir
+        from agentgym_envs.models import smollm2_dir
 
         return smollm2_dir()
     return Path(name)

@@ -259,6 +259,36 @@ def test_play_reads_commands_from_the_terminal() -> None:
     assert "Task:" in result.stdout and "inventory" in result.stdout and "[reward +0.00, return 0.00, step 1]" in result.stdout
 
 
+def test_a_users_time_limit_sets_the_truncation_reason() -> None:
+    """Gymnasium's TimeLimit truncates without telling the environment; info still says why (issue 23, item 15)."""
+    from agentgym_envs.wrappers import FormatPenalty
+
+    def play(env, actions):
+        env.reset(seed=0)
+        rows = [env.step(action)[2:] for action in actions]
+        env.close()
+        return [(terminated, truncated, info["truncation_reason"]) for terminated, truncated, info in rows]
+
+    # Outside gym.make's wrappers, under others, with valid and invalid actions: the last step says "step_limit".
+    user = RecordEpisodeStatistics(TimeLimit(gym.make("agentgym/TextCraft-v0", split="test"), max_episode_steps=3))
+    assert play(user, ["inventory", "xyzzy", "inventory"]) == [(False, False, None)] * 2 + [(False, True, "step_limit")]
+    for last in ("xyzzy", "inventory"):
+        user = FormatPenalty(TimeLimit(gym.make("agentgym/TextCraft-v0", split="test"), 2), 0.1)
+        assert play(user, ["inventory", last])[-1] == (False, True, "step_limit")
+    # gym.make's own TimeLimit, shorter than the environment's limit.
+    with pytest.warns(UserWarning, match=r"TimeLimit\(2\)"):
+        cut = gym.make("agentgym/TextCraft-v0", split="test", max_episode_steps=2)
+    assert play(cut, ["inventory", "inventory"]) == [(False, False, None), (False, True, "step_limit")]
+    # A TimeLimit around another environment is not this one's.
+    other = TimeLimit(gym.make("agentgym/TextCraft-v0", split="test"), 1)
+    env = gym.make("agentgym/TextCraft-v0", split="test")
+    other.reset(seed=0)
+    env.reset(seed=0)
+    assert env.step("inventory")[4]["truncation_reason"] is None
+    other.close()
+    env.close()
+
+
 def test_gym_specs_declare_the_step_limit_and_an_explicit_larger_limit_is_kept() -> None:
     import warnings
 
@@ -278,7 +308,7 @@ def test_gym_specs_declare_the_step_limit_and_an_explicit_larger_limit_is_kept()
     assert steps_to_the_end(gym.make("agentgym/TextCraft-v0", split="test", max_steps=5)) == (5, "step_limit")
     with pytest.warns(UserWarning, match=r"TimeLimit\(30\)"):
         cut = gym.make("agentgym/TextCraft-v0", split="test", max_steps=40)
-    assert steps_to_the_end(cut) == (30, None)  # what the warning says
+    assert steps_to_the_end(cut) == (30, "step_limit")  # gym.make's TimeLimit cuts it, as the warning says
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         kept = gym.make("agentgym/TextCraft-v0", split="test", max_steps=40, max_episode_steps=40)

@@ -81,7 +81,7 @@ def test_results_of_different_runs_merge_into_one_leaderboard(tmp_path) -> None:
 
 
 def test_a_tiny_real_transformer_plays_through_the_trainer_prompts(tmp_path) -> None:
-    from agentgym_envs.eval.models import smollm2_tokenizer
+    from agentgym_envs.models import smollm2_tokenizer
     from trl_plugins.models import tiny_model
 
     folder = tmp_path / "tiny"
@@ -275,7 +275,7 @@ def test_results_lines_that_are_not_episode_records_are_set_aside(tmp_path) -> N
 def test_the_batch_path_gives_the_same_results_as_the_sequential_path_for_a_greedy_policy(tmp_path) -> None:
     import torch
 
-    from agentgym_envs.eval.models import smollm2_tokenizer
+    from agentgym_envs.models import smollm2_tokenizer
     from trl_plugins.models import tiny_model
 
     folder = tmp_path / "tiny"
@@ -331,8 +331,8 @@ def test_environments_in_worker_processes_give_the_same_episodes_and_leave_no_pr
     import psutil
     import torch
 
-    import agentgym_envs.engine
-    from agentgym_envs.eval.models import smollm2_tokenizer
+    import agentgym_envs.workers
+    from agentgym_envs.models import smollm2_tokenizer
     from trl_plugins.models import tiny_model
 
     folder = tmp_path / "tiny"
@@ -350,7 +350,7 @@ def test_environments_in_worker_processes_give_the_same_episodes_and_leave_no_pr
         ),
         samples=2,
     )
-    real_make_workers, started = agentgym_envs.engine.make_workers, []
+    real_make_workers, started = agentgym_envs.workers.make_workers, []
 
     def spy(env_id, n, **kwargs):  # the real make_workers; it notes which workers and processes were started
         group = real_make_workers(env_id, n, **kwargs)
@@ -358,7 +358,7 @@ def test_environments_in_worker_processes_give_the_same_episodes_and_leave_no_pr
         started.append((env_id, n, kwargs["kind"], {worker.pid for worker in group}, group))
         return group
 
-    monkeypatch.setattr(agentgym_envs.engine, "make_workers", spy)
+    monkeypatch.setattr(agentgym_envs.workers, "make_workers", spy)
     before = descendants()
     spec, kwargs = f"hf:{folder}", dict(progress=False, temperature=0.0, max_new_tokens=12)
     run_leaderboard(suite, [spec], tmp_path / "inprocess", env_workers="inprocess", **kwargs)

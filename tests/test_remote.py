@@ -112,7 +112,8 @@ def servers():
     pending = {}
     for name, (env_id, _, available) in FAMILIES.items():
         if available:
-            server = _serve(env_id, "--max-sessions", "4", "--idle-timeout", "0", split="test")
+            server = _serve(env_id, "--max-sessions", "4", "--idle-timeout", "0",
+                            "--client-kwargs", "split,admissible_actions,expert_actions,reward", split="test")
             pending[name] = server
     try:
         for name, server in pending.items():
@@ -193,7 +194,7 @@ def test_same_episode_locally_through_the_server_and_in_a_ray_actor(family, serv
     env_id, kwargs, available = FAMILIES[family]
     if not available:
         pytest.skip(f"{family} is not installed here")
-    from agentgym_envs.remote.ray_workers import RayEnv
+    from agentgym_envs.workers.ray import RayEnv
 
     seed = 7
     local = gym.make(env_id, **kwargs)
@@ -365,7 +366,7 @@ def test_idle_sessions_are_closed_and_a_token_guards_the_server():
 def test_a_killed_ray_actor_truncates_the_episode_and_reset_starts_a_new_one(ray_session):
     if not FAMILIES["babyai"][2]:
         pytest.skip("babyai is not installed here")
-    from agentgym_envs.remote.ray_workers import RayEnv
+    from agentgym_envs.workers.ray import RayEnv
 
     env = RayEnv(BABYAI, split="test", timeout_s=60)
     try:
@@ -395,7 +396,7 @@ def test_a_killed_ray_actor_truncates_the_episode_and_reset_starts_a_new_one(ray
 def test_ray_workers_step_a_batch_like_local_workers_and_survive_a_killed_actor(ray_session):
     if not FAMILIES["babyai"][2]:
         pytest.skip("babyai is not installed here")
-    from agentgym_envs.engine import make_workers, reset_many, step_many
+    from agentgym_envs.workers import make_workers, reset_many, step_many
 
     local = make_workers(BABYAI, 2, kind="inprocess", split="test")
     remote = make_workers(BABYAI, 2, kind="ray", split="test", timeout_s=60)

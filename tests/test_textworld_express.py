@@ -83,18 +83,36 @@ def test_same_observations_and_scores_as_the_stock_api(env):
 
 
 @pytest.mark.parametrize("game", list(twx.GAMES))
-def test_expert_wins_held_out_games(game):
+def test_expert_wins_held_out_games_and_repeats_itself(game):
+    """The expert wins, and the same task and seed give the same expert episode (issue 23, item 14: the
+    simulator searched gold paths with an unseeded RNG, so coin's expert took 27 steps one run, 19 the next)."""
     e = gym.make(f"agentgym/TWX-{game}-v0", split="test", expert_actions=True, reward="dense")
     try:
-        for seed in (0, 1):
+        episodes = []
+        for seed in (0, 1, 0, 0):
             obs, info = e.reset(seed=seed)
+            transcript = [obs]
             total, terminated, truncated = 0.0, False, False
             while not (terminated or truncated):
                 assert info["expert_action"], info
                 obs, reward, terminated, truncated, info = e.step(info["expert_action"])
+                transcript += [info["action"], obs]
                 total += reward
             assert terminated and info["won"] and not info["lost"] and info["score"] == 1.0
             assert total == pytest.approx(1.0)
+            episodes.append(transcript)
+        assert episodes[0] == episodes[2] == episodes[3]
+        # The expert asked for on demand (the game regenerated with its gold path) takes the same path.
+        lazy = twx.TextWorldExpressEnv(game, split="test", jvm=as_text_env(e).jvm_config)
+        try:
+            obs, info = lazy.reset(seed=0)
+            transcript = [obs]
+            while len(transcript) < len(episodes[0]):
+                obs, *_ = lazy.step(lazy.expert_action())
+                transcript += [lazy._history[-1], obs]
+            assert transcript == episodes[0]
+        finally:
+            lazy.close()
     finally:
         e.close()
 

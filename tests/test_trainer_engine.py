@@ -93,7 +93,7 @@ def _textcraft_trainer(tok, tmp_path, workers: str):
 def test_environments_step_in_worker_processes_with_the_same_episodes(tok, tmp_path):
     from process_checks import descendants
 
-    from agentgym_envs.engine import ProcessWorker
+    from agentgym_envs.workers import ProcessWorker
 
     before = descendants()
     local = _textcraft_trainer(tok, tmp_path, "inprocess")

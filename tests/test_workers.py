@@ -14,7 +14,8 @@ import pytest
 from process_checks import descendants
 
 import agentgym_envs  # noqa: F401 - registers the agentgym/ ids
-from agentgym_envs.engine import (
+from agentgym_envs.errors import UnknownTaskError
+from agentgym_envs.workers import (
     EnvWorker,
     InProcessWorker,
     ProcessWorker,
@@ -22,7 +23,6 @@ from agentgym_envs.engine import (
     reset_many,
     step_many,
 )
-from agentgym_envs.errors import UnknownTaskError
 
 TEXTCRAFT = "agentgym/TextCraft-v0"
 

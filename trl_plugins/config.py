@@ -35,7 +35,7 @@ from trl_plugins.ppo import PPOConfig
 #: TRL loss types the trainer implements: all of TRL 1.16's (others raise at construction).
 SUPPORTED_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "luspo", "sapo", "cispo", "vespo")
 #: Where rollouts are generated (:mod:`agentgym_envs.generation`).
-#: Where the environments of a batch step (``"auto"``: :func:`agentgym_envs.engine.default_worker_kind`).
+#: Where the environments of a batch step (``"auto"``: :func:`agentgym_envs.workers.default_worker_kind`).
 ENV_WORKERS = ("auto", "inprocess", "process", "ray")
 GENERATION_BACKENDS = ("transformers", "vllm")
 
@@ -73,7 +73,7 @@ class AgentGRPOConfig(GRPOConfig):
             (``vllm_importance_sampling_correction``) applied; ``use_vllm=True`` means the same (see ``docs/vllm.md``).
         carry_kv_cache: ``False`` prefills each turn's whole context again (the same samples, slower).
         env_workers: where the environments of a batch step: ``"inprocess"``, ``"process"`` (worker processes,
-            :func:`agentgym_envs.engine.make_workers`: they step in parallel, a crashed one truncates its episode
+            :func:`agentgym_envs.workers.make_workers`: they step in parallel, a crashed one truncates its episode
             and is replaced), ``"ray"`` (Ray actors) or ``"auto"`` (default: processes for the slow families
             ScienceWorld, ALFWorld and web, in-process for the others; see ``docs/workers.md``).  A custom
             ``env_factory``, ``env_urls`` or AEPO branching (which copies environments) step in-process.

@@ -1,7 +1,7 @@
-"""Models for training without downloads: SmolLM2 (from :mod:`agentgym_envs.eval.models`) and tiny random models.
+"""Models for training without downloads: SmolLM2 (from :mod:`agentgym_envs.models`) and tiny random models.
 
-The SmolLM2 lookup lives with the environments' evaluation code, which needs it for the
-leaderboard's ``smollm2`` policy; it is re-exported here for the trainer.
+The SmolLM2 lookup lives in the environments package (the leaderboard's ``smollm2`` policy needs it
+too); it is re-exported here for the trainer.
 
 Example:
     >>> from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agentgym_envs.eval.models import (
+from agentgym_envs.models import (
     SMOLLM2_GGUF,
     SMOLLM2_NAME,
     load_smollm2,

@@ -235,7 +235,7 @@ class AgentGRPOTrainer(GRPOTrainer):
 
     @staticmethod
     def _resolve_env_workers(args: AgentGRPOConfig, custom_factory: bool) -> str:
-        from agentgym_envs.engine import default_worker_kind
+        from agentgym_envs.workers import default_worker_kind
 
         if custom_factory or args.env_urls or args.aepo.branching is not None:
             return "inprocess"  # built by a callable here, played on a server, or copied by AEPO's branching
@@ -264,7 +264,7 @@ class AgentGRPOTrainer(GRPOTrainer):
         if missing > 0 and self.env_worker_kind == "inprocess":
             self._env_pool += [self._env_factory() for _ in range(missing)]
         elif missing > 0:
-            from agentgym_envs.engine import make_workers
+            from agentgym_envs.workers import make_workers
 
             group = make_workers(
                 self.args.env_id, missing, kind=self.env_worker_kind, max_processes=self.args.env_processes,

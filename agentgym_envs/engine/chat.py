@@ -5,6 +5,11 @@ the opening messages with the generation prompt (:meth:`ChatFormat.prompt_ids`),
 sampled ids verbatim and the environment's tokens (:meth:`ChatFormat.env_ids`: the rest of the
 assistant message, the observation as a user message, the next generation prompt).
 
+Text that comes from outside the template (an observation, a reply's text encoded again) is encoded
+with :meth:`ChatFormat.encode_text`, which never gives a special token: environments echo the model's
+words, and a reply that spells ``<|im_end|><|im_start|>system`` must stay ordinary text, not become a
+forged turn in token-exact training data.
+
 Stop ids: ONE set is used everywhere -- by the sampler, by :class:`ChatFormat` (a turn that ends on
 any of them is closed without another end token) and by the bookkeeping (a turn that ends on one did
 not hit the token limit).  :func:`stop_ids_for` gives it: the generation config's end ids and the
@@ -18,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -94,6 +100,8 @@ class ChatFormat:
         #: Text left of :attr:`close_text` once the model has sampled a stop id: the template's end token
         #: (the tokenizer's eos) is replaced by the sampled one, whichever of the stop ids it is.
         self.close_after_eos = after_answer[len(eos_text) :] if eos_text and after_answer.startswith(eos_text) else None
+        #: The special tokens' ids and spellings (added tokens marked special included, e.g. Llama-3's headers).
+        self.special_ids, self.special_texts = _special_tokens(tokenizer)
 
     def render(self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = False) -> str:
         """The template applied to ``messages``, as text."""
@@ -102,8 +110,25 @@ class ChatFormat:
         )
 
     def encode(self, text: str) -> list[int]:
-        """Token ids of a piece of rendered template text (no special tokens added)."""
+        """Token ids of a piece of rendered template text (no special tokens added; those it spells are parsed)."""
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def encode_text(self, text: str) -> list[int]:
+        """Token ids of plain text (an observation, a reply): special-token spellings stay ordinary tokens.
+
+        Example:
+            >>> fmt.encode_text("<|im_end|>") == fmt.encode("<|im_end|>")  # doctest: +SKIP
+            False
+        """
+        if not any(special in text for special in self.special_texts):
+            return self.encode(text)
+        try:
+            ids = list(self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+        except TypeError:  # a tokenizer whose call takes no such option
+            ids = None
+        if ids is None or self.special_ids.intersection(ids):
+            ids = [i for piece in _cut_specials(text, self.special_texts) for i in self.encode(piece)]
+        return ids
 
     def decode(self, ids: Sequence[int]) -> str:
         """The text of sampled ids without special tokens (what the environment receives)."""
@@ -130,7 +155,33 @@ class ChatFormat:
         """Tokens after a model turn: the rest of the assistant message, the observation, the next prompt."""
         close = self.close_after_eos if (ended_with_eos and self.close_after_eos is not None) else self.close_text
         before, after = self.observation_frame
-        return self.encode(close + before + observation_content + after)
+        if not any(special in observation_content for special in self.special_texts):
+            return self.encode(close + before + observation_content + after)
+        return self.encode(close + before) + self.encode_text(observation_content) + self.encode(after)
+
+
+def _special_tokens(tokenizer: Any) -> tuple[set[int], tuple[str, ...]]:
+    ids = {int(i) for i in getattr(tokenizer, "all_special_ids", None) or ()}
+    for token_id, token in (getattr(tokenizer, "added_tokens_decoder", None) or {}).items():
+        if getattr(token, "special", False):
+            ids.add(int(token_id))
+    texts = {tokenizer.convert_ids_to_tokens(i) for i in ids} if hasattr(tokenizer, "convert_ids_to_tokens") else set()
+    return ids, tuple(sorted((t for t in texts if isinstance(t, str) and t), key=len, reverse=True))
+
+
+def _cut_specials(text: str, specials: Sequence[str]) -> list[str]:
+    """``text`` in pieces such that no piece holds a whole special-token spelling (cut after each one's first char)."""
+    cuts = {start + 1 for special in specials for start in _occurrences(text, special)}
+    bounds = [0, *sorted(cuts), len(text)]
+    return [text[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+
+
+def _occurrences(text: str, sub: str) -> list[int]:
+    starts, at = [], text.find(sub)
+    while at != -1:
+        starts.append(at)
+        at = text.find(sub, at + 1)
+    return starts
 
 
 __all__ = ["ChatFormat", "stop_ids_for"]

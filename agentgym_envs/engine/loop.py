@@ -64,10 +64,10 @@ import gymnasium as gym
 from agentgym_envs.core import SupportsSnapshot
 from agentgym_envs.engine.chat import ChatFormat
 from agentgym_envs.engine.episode import Episode, RolloutConfig, RolloutStats, Turn, state_key
-from agentgym_envs.engine.workers import EnvWorker, InProcessWorker
 from agentgym_envs.generation.base import GenerationBackend, GenerationOutput, GenerationRequest, SamplingSettings
 from agentgym_envs.generation.text import TextBackend, TextRequest
 from agentgym_envs.prompts import episode_messages, first_messages, observation_message
+from agentgym_envs.workers import EnvWorker, InProcessWorker
 
 #: ``generate_fn(contexts, max_new_tokens) -> sampled ids`` for a batch of token-id contexts.
 GenerateFn = Callable[[list[list[int]], int], list[list[int]]]
@@ -92,8 +92,8 @@ def new_run_id() -> int:
 
 # ---- environments ---------------------------------------------------------------------------------
 def as_worker(env: Any) -> Any:
-    """``env`` if it is an environment worker (:class:`~agentgym_envs.engine.workers.EnvWorker`), else an
-    :class:`~agentgym_envs.engine.workers.InProcessWorker` around it (an exception in its ``step`` then ends
+    """``env`` if it is an environment worker (:class:`~agentgym_envs.workers.EnvWorker`), else an
+    :class:`~agentgym_envs.workers.InProcessWorker` around it (an exception in its ``step`` then ends
     the episode as a ``"crash"`` truncation instead of the run)."""
     if isinstance(env, EnvWorker):
         return env
@@ -210,7 +210,7 @@ def reply_of(output: GenerationOutput, fmt: ChatFormat, config: RolloutConfig) -
         return ids, text, ended, not ended
     if config.first_line_only and text.strip():
         text = text.split("\n", 1)[0]
-    return fmt.encode(text), text, False, output.finish_reason == "length"
+    return fmt.encode_text(text), text, False, output.finish_reason == "length"
 
 
 def record_turn(

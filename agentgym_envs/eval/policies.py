@@ -164,7 +164,7 @@ def resolve_model_folder(model: str) -> Path:
         agentgym_envs.errors.PolicyError: model folder '/no/such/model' does not exist (models are never downloaded here)
     """
     if model == "smollm2":
-        from agentgym_envs.eval.models import smollm2_dir
+        from agentgym_envs.models import smollm2_dir
 
         return smollm2_dir()
     path = Path(model)
@@ -450,7 +450,7 @@ def newline_ids(tokenizer: Any) -> tuple[int, ...]:
     """Ids of every non-special token whose text holds a newline (a reply in the plain format stops at one).
 
     Example:
-        >>> from agentgym_envs.eval.models import smollm2_tokenizer   # doctest: +SKIP
+        >>> from agentgym_envs.models import smollm2_tokenizer   # doctest: +SKIP
         >>> 198 in newline_ids(smollm2_tokenizer())                    # doctest: +SKIP
         True
     """

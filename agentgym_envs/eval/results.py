@@ -335,7 +335,7 @@ def policy_fingerprint(spec: str) -> str:
         'openai:http://127.0.0.1:8000/v1#qwen'
     """
     if spec == "smollm2":
-        from agentgym_envs.eval.models import smollm2_gguf
+        from agentgym_envs.models import smollm2_gguf
 
         try:
             return "smollm2:" + _files_digest([smollm2_gguf()])

@@ -26,7 +26,6 @@ from typing import Any, Literal
 
 import gymnasium as gym
 
-from agentgym_envs.engine.workers import PROCESS_FAMILIES
 from agentgym_envs.errors import DataNotFoundError, MissingDependencyError, SuiteError
 from agentgym_envs.eval.episodes import play_episode, transcript_record, transcript_turn
 from agentgym_envs.eval.policies import HFPolicy, Policy, check_policy_spec, make_policy
@@ -43,6 +42,7 @@ from agentgym_envs.eval.results import (
 )
 from agentgym_envs.eval.suite import Suite, SuiteEntry
 from agentgym_envs.registry import make, with_step_limit
+from agentgym_envs.workers import default_worker_kind
 
 #: Pending episodes of one environment: ``(task index, sample)`` pairs.
 PendingWork = list[tuple[SuiteEntry, list[tuple[int, int]]]]
@@ -54,22 +54,22 @@ SaveRecord = Callable[[dict[str, Any]], None]
 
 # --- Worker placement: where a model policy's batched environments step -------------------------------------
 
-#: Where a model policy's batched environments step: ``"auto"`` (by family, :data:`PROCESS_FAMILIES`),
+#: Where a model policy's batched environments step: ``"auto"`` (by family: ``Family.worker``),
 #: ``"inprocess"`` (all in this process) or ``"process"`` (all in worker processes).
 ENV_WORKER_MODES = ("auto", "inprocess", "process")
 
 
-def env_worker_kind(mode: str, family: str) -> str:
-    """Where an environment of ``family`` steps in a batch under ``env_workers=mode``: ``"process"`` or ``"inprocess"``.
+def env_worker_kind(mode: str, env_id: str) -> str:
+    """Where an environment of ``env_id`` steps in a batch under ``env_workers=mode``: ``"process"`` or ``"inprocess"``.
 
     Example:
-        >>> env_worker_kind("auto", "scienceworld"), env_worker_kind("auto", "textcraft")
+        >>> env_worker_kind("auto", "agentgym/ScienceWorld-v0"), env_worker_kind("auto", "agentgym/TextCraft-v0")
         ('process', 'inprocess')
-        >>> env_worker_kind("process", "textcraft")
+        >>> env_worker_kind("process", "agentgym/TextCraft-v0")
         'process'
     """
     if mode == "auto":
-        return "process" if family in PROCESS_FAMILIES else "inprocess"
+        return default_worker_kind(env_id)
     if mode not in ENV_WORKER_MODES:
         raise ValueError(f"env_workers must be one of {', '.join(ENV_WORKER_MODES)}, got {mode!r}")
     return mode
@@ -121,7 +121,7 @@ def run_leaderboard(
     (default: :func:`default_threads`); it is printed.
 
     ``env_workers`` says where the environments of a batch step (:func:`env_worker_kind`): ``"auto"``
-    (default) puts the slow families (:data:`PROCESS_FAMILIES`) in worker processes, so their steps run in
+    (default) puts the slow families (``Family(worker="process")``) in worker processes, so their steps run in
     parallel, and keeps the fast ones in this process; ``"process"`` and ``"inprocess"`` force one or the
     other.  The worker processes of a batch are at most ``env_processes`` (default: the number of cores)
     and are all stopped when the batch ends.  Where an environment steps does not change its episodes.
@@ -473,13 +473,13 @@ def _batch_envs(
     for k, (entry, _, _) in enumerate(items):
         positions.setdefault(entry.env_id, []).append(k)
     entries = {entry.env_id: entry for entry, _, _ in items}
-    in_processes = [e for e in positions if env_worker_kind(placement.mode, probes[e].family) == "process"]
+    in_processes = [e for e in positions if env_worker_kind(placement.mode, e) == "process"]
     total = sum(len(positions[e]) for e in in_processes)
     envs: list[Any] = [None] * len(items)
     for env_id, where in positions.items():
         entry = entries[env_id]
         if env_id in in_processes:
-            from agentgym_envs.engine import make_workers
+            from agentgym_envs.workers import make_workers
 
             # The processes are shared among the environments in proportion to their episodes (at least one each).
             share = max(1, placement.processes * len(where) // total)

@@ -35,6 +35,7 @@ import collections
 import importlib
 import json
 import logging
+import os
 import subprocess
 import weakref
 from collections.abc import Callable, Hashable, Iterable
@@ -72,14 +73,27 @@ class JVMConfig:
     extra_options: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if isinstance(self.max_memory_mb, bool) or not isinstance(self.max_memory_mb, int):
+            raise TypeError(f"max_memory_mb must be an int (megabytes), not {type(self.max_memory_mb).__name__}")
         if self.max_memory_mb < 64:
             raise ValueError(f"max_memory_mb must be >= 64, got {self.max_memory_mb}")
+        physical = _physical_memory_mb()
+        if physical is not None and self.max_memory_mb > physical:
+            raise ValueError(f"max_memory_mb={self.max_memory_mb} is over this machine's memory ({physical} MB)")
         if self.call_timeout_s <= 0:
             raise ValueError(f"call_timeout_s must be > 0, got {self.call_timeout_s}")
 
     def options(self) -> list[str]:
         # The JVM's default collector: -XX:+UseSerialGC stepped ScienceWorld ~30% slower here.
         return [f"-Xmx{self.max_memory_mb}m", *self.extra_options]
+
+
+def _physical_memory_mb() -> int | None:
+    """This machine's memory in MB (``None`` where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20)
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def _stop(proc: subprocess.Popen, gateway: Any) -> None:

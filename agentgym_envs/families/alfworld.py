@@ -85,6 +85,7 @@ FAMILY = Family(
     extra="alfworld",
     requires=("alfworld", "textworld", "fast_downward"),
     description="ALFWorld household tasks (json_2.1.1 games, TextWorld PDDL backend).",
+    worker="process",  # slow PDDL planning steps: 2.2x the episodes/s in worker processes (docs/workers.md)
 )
 
 #: Our task-type names -> ALFWorld's folder prefixes.
@@ -353,33 +354,39 @@ def fast_pddl_env(infos: Any) -> Any:
 _NONE = object()
 
 
-@functools.cache  # the classes are defined once, on first use, so that importing this module stays light
-def _fast_classes() -> tuple[Any, ...]:
+def _fresh_context(context: dict) -> dict:
+    # TextWorld deep-copies `variables` and `mapping`; derivation only adds keys to these dicts
+    # and never mutates their values (entity infos, variables), so copying the dicts suffices.
+    return {"state": context["state"], "facts": context["facts"], "variables": dict(context["variables"]),
+            "mapping": dict(context["mapping"]), "entity_infos": context["entity_infos"]}
+
+
+def _fresh(symbols: list, context: dict) -> list:
     import copy
-    import weakref
 
+    out = []
+    for symbol in symbols:
+        clone = copy.copy(symbol)  # nested symbols stay shared: they are cloned again before use
+        clone.context = _fresh_context(context)
+        out.append(clone)
+    return out
+
+
+def _translate(domain: str, problem: str, optimize: bool) -> tuple:
     import fast_downward
-    import textworld
-    from textworld.core import GameState
-    from textworld.envs.pddl import logic as pddl_logic
-    from textworld.envs.pddl import pddl as pddl_module
+
+    # fast-downward's pddl2sas overwrites sys.argv for its option parser and leaves it so.
+    argv = sys.argv
+    try:
+        return fast_downward.pddl2sas(domain, problem, verbose=False, optimize=optimize)
+    finally:
+        sys.argv = argv
+
+
+def _cached_grammar_class() -> Any:
+    """TextWorld's ``ContextSensitiveGrammar`` with parses cached per game (defined on first use)."""
     from textworld.envs.pddl import textgen
-    from textworld.logic import Proposition, Rule, Variable
-    from textworld.logic import Type as TwType
-
-    def fresh_context(context: dict) -> dict:
-        # TextWorld deep-copies `variables` and `mapping`; derivation only adds keys to these dicts
-        # and never mutates their values (entity infos, variables), so copying the dicts suffices.
-        return {"state": context["state"], "facts": context["facts"], "variables": dict(context["variables"]),
-                "mapping": dict(context["mapping"]), "entity_infos": context["entity_infos"]}
-
-    def fresh(symbols: list, context: dict) -> list:
-        out = []
-        for symbol in symbols:
-            clone = copy.copy(symbol)  # nested symbols stay shared: they are cloned again before use
-            clone.context = fresh_context(context)
-            out.append(clone)
-        return out
+    from textworld.logic import Rule
 
     class CachedGrammar(textgen.ContextSensitiveGrammar):
         """``ContextSensitiveGrammar`` that parses each template and condition once and copies less."""
@@ -407,19 +414,19 @@ def _fast_classes() -> tuple[Any, ...]:
                     break
             else:
                 raise IndexError("no applicable production rule")  # TextWorld fails the same way
-            return fresh(rule.rhs, start.context)
+            return _fresh(rule.rhs, start.context)
 
         def _conditional(self, symbol: Any) -> list:
-            context = fresh_context(symbol.context)
+            context = _fresh_context(symbol.context)
             contexts = [context]
             if symbol.given:
                 contexts = []
                 for mapping in context["state"].all_assignments(self._rule(symbol.given), context["mapping"]):
-                    new = fresh_context(context)
+                    new = _fresh_context(context)
                     new["variables"].update({ph.name: new["entity_infos"][var.name] for ph, var in mapping.items()})
                     new["mapping"].update(mapping)
                     contexts.append(new)
-            return [fresh([symbol.expression], c)[0] for c in contexts]
+            return [_fresh([symbol.expression], c)[0] for c in contexts]
 
         def _expand(self, symbol: Any) -> list:
             if isinstance(symbol, textgen.NonterminalSymbol):
@@ -427,14 +434,14 @@ def _fast_classes() -> tuple[Any, ...]:
             if isinstance(symbol, textgen.ConditionalSymbol):
                 return self._conditional(symbol)
             if isinstance(symbol, textgen.ListSymbol):
-                inner = fresh([symbol.symbol], symbol.context)[0]
+                inner = _fresh([symbol.symbol], symbol.context)[0]
                 return textgen.display_list(self._expand(inner), symbol.context)
             if isinstance(symbol, textgen.EvalSymbol):
                 return symbol.derive()
             raise NotImplementedError(f"Unknown symbol: {type(symbol)}")
 
         def derive(self, start: str, context: dict | None = None) -> str:
-            derivation = fresh(self._symbols(start), context or {})[::-1]
+            derivation = _fresh(self._symbols(start), context or {})[::-1]
             derived = []
             while derivation:
                 symbol = derivation.pop()
@@ -444,13 +451,15 @@ def _fast_classes() -> tuple[Any, ...]:
                     derivation += self._expand(symbol)[::-1]
             return "".join(map(str, derived))
 
-    def translate(domain: str, problem: str, optimize: bool) -> tuple:
-        # fast-downward's pddl2sas overwrites sys.argv for its option parser and leaves it so.
-        argv = sys.argv
-        try:
-            return fast_downward.pddl2sas(domain, problem, verbose=False, optimize=optimize)
-        finally:
-            sys.argv = argv
+    return CachedGrammar
+
+
+def _reused_state_class() -> Any:
+    """TextWorld's ``PddlState`` built from a kept fast-downward translation (defined on first use)."""
+    import fast_downward
+    from textworld.envs.pddl import logic as pddl_logic
+    from textworld.logic import Proposition, Variable
+    from textworld.logic import Type as TwType
 
     class ReusedState(pddl_logic.PddlState):
         """``PddlState`` built from a kept fast-downward translation of the same problem.
@@ -501,11 +510,27 @@ def _fast_classes() -> tuple[Any, ...]:
         def replan(self, infos: Any) -> list:
             if not self._replan_loaded:
                 if self._translation[2] is None:
-                    _, self._translation[2] = translate(self._logic.domain, self.pddl_problem, optimize=True)
+                    _, self._translation[2] = _translate(self._logic.domain, self.pddl_problem, optimize=True)
                 self.sas_replan = self._translation[2]
                 self.downward_lib.load_sas_replan(self.sas_replan.encode("utf-8"))
                 self._replan_loaded = True
             return super().replan(infos)
+
+    return ReusedState
+
+
+@functools.cache  # the classes are defined once, on first use, so that importing this module stays light
+def _fast_classes() -> tuple[Any, ...]:
+    import weakref
+
+    import fast_downward
+    import textworld
+    from textworld.core import GameState
+    from textworld.envs.pddl import logic as pddl_logic
+    from textworld.envs.pddl import pddl as pddl_module
+
+    CachedGrammar = _cached_grammar_class()  # noqa: N806 - a class
+    ReusedState = _reused_state_class()  # noqa: N806 - a class
 
     # Copies of fast-downward's library released by closed environments, for the next ones.  TextWorld
     # loads a fresh copy of libdownward.so per environment (the planner keeps its state in globals), and
@@ -537,7 +562,7 @@ def _fast_classes() -> tuple[Any, ...]:
             self.walkthrough = data.get("walkthrough", None)
             self._logic = pddl_logic.GameLogic(domain=data["pddl_domain"], grammar=data["grammar"])
             self._logic.grammar.__class__ = CachedGrammar  # same rules; parses cached per game
-            task, sas = translate(self._logic.domain, data["pddl_problem"], optimize=False)
+            task, sas = _translate(self._logic.domain, data["pddl_problem"], optimize=False)
             self._translation = [task, sas, None]
             self._pddl_state = ReusedState(self.downward_lib, data["pddl_problem"], self._logic, self._translation)
             self._entity_infos = self._get_entity_infos()

@@ -76,6 +76,7 @@ FAMILY = Family(
     extra="scienceworld",
     requires=("scienceworld", "py4j"),
     description="ScienceWorld's 30 science tasks (JVM simulator), with ScienceWorld's variation splits.",
+    worker="process",  # a JVM simulator: 1.5-1.9x the episodes/s in worker processes (docs/workers.md)
 )
 
 #: The 30 task names (as the simulator spells them), fixed here so that registering the

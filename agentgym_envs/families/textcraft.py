@@ -292,6 +292,11 @@ class RecipeBook:
         """Base items have no recipe and can be fetched with ``get``."""
         return name in self.items and name not in self.recipes
 
+    @functools.cached_property
+    def base_items(self) -> tuple[str, ...]:
+        """Every base item, sorted."""
+        return tuple(sorted(name for name in self.items if self.is_base(name)))
+
     def depth(self, name: str) -> int:
         """The crafting depth: 0 for base items, else the easiest recipe's longest chain of crafts."""
         if name in self._depth:
@@ -661,12 +666,18 @@ class TextCraftEnv(StateSnapshots, TextEnv):
         return steps[0] if steps else None
 
     def _admissible(self) -> list[str]:
+        """Commands valid now, none of them chosen by the plan (the original game lists none at all).
+
+        ``inventory``; ``get 1 <item>`` for every base item of the recipe book, and ``get <n> <item>``
+        for the counts the shown recipes ask of their base ingredients (tree and distractors alike);
+        one application of every shown recipe whose ingredients are held.  Nothing singles out the
+        goal's next step, so a policy that picks from the list at random stays a weak baseline.
+        """
         inv = self.state.inventory
-        actions = ["inventory"]
+        actions = ["inventory", *(f"get 1 {item}" for item in self.book.base_items)]
         for r in self.state.shown:
             for ing, n in r.inputs:
-                if not ing.is_tag and self.book.is_base(ing.name):
-                    actions.append(f"get {n} {ing.name}")
+                actions += [f"get {n} {member}" for member in sorted(ing.members) if self.book.is_base(member)]
             parts = []
             for ing, n in r.inputs:
                 have = sorted(m for m in ing.members if inv[m] >= n)
@@ -675,10 +686,6 @@ class TextCraftEnv(StateSnapshots, TextEnv):
                 parts.append(f"{n} {have[0]}")
             else:
                 actions.append(f"craft {r.count} {r.output} using " + ", ".join(parts))
-        if self.state.goal and not inv[self.state.goal]:
-            nxt = self.plan()
-            if nxt:
-                actions.append(nxt[0])
         return list(dict.fromkeys(actions))
 
 

@@ -38,7 +38,8 @@ Expert
 ------
 The generator's gold path (generated at reset with ``expert_actions=True``, else on the
 first :meth:`expert_action` call, by regenerating the game and replaying the episode); it
-is followed while the episode has, afterwards ``info["expert_action"]`` is ``None``.
+is followed while the episode has, afterwards ``info["expert_action"]`` is ``None``.  The
+gold agent runs with a generator seeded by the game's seed, so a game's path is always the same.
 
 Termination
 -----------
@@ -89,6 +90,21 @@ GAMES: dict[str, int] = {
     "simonsays": 50,
     "peckingorder": 50,
 }
+
+#: Game -> the simulator's gold agent (``textworldexpress.goldagent.<name>``), run here with a seeded RNG.
+GOLD_AGENTS: dict[str, str] = {
+    "cookingworld": "CookingWorldGoldAgent",
+    "twc": "TWCGoldAgent",
+    "coin": "CoinGoldAgent",
+    "mapreader": "MapReaderGoldAgent",
+    "arithmetic": "ArithmeticGoldAgent",
+    "sorting": "SortingGoldAgent",
+    "simonsays": "SimonSaysGoldAgent",
+    "peckingorder": "PeckingOrderGoldAgent",
+}
+
+#: How many gold-path searches a game gets (the simulator's own generator also tries 50 times).
+GOLD_ATTEMPTS = 50
 
 #: Our split name -> the simulator's fold name.
 FOLDS = {"train": "train", "valid": "dev", "test": "test"}
@@ -185,10 +201,36 @@ class TextWorldExpressEnv(JVMTextEnv):
                 raise ValueError(f"TextWorld-Express cannot load {self.game!r} with params {self.params!r}: {message}")
             self._game_loaded = True
         fold = FOLDS[self.split]
-        answer = _loads(self._call("generateNewGameJSON", int(seed), fold, bool(gold)))
-        self._gold = [str(a) for a in self._call("getGoldActionSequence")] if gold else None
+        # The gold search first: making another game afterwards would disturb the one being played
+        # (the simulator's games share object state; sorting's "take" then fails).
+        self._gold = self._seeded_gold_path(seed, fold) if gold else None
+        answer = _loads(self._call("generateNewGameJSON", int(seed), fold, False))
         self._valid = list(answer.get("validActions") or [])
         return answer
+
+    def _seeded_gold_path(self, seed: int, fold: str) -> list[str]:
+        """The gold path of game ``seed``, the same on every call.
+
+        The simulator's generator searches for it with an unseeded ``scala.util.Random`` (coin's
+        explores at random), so the same game got different paths run to run; here its gold agent
+        searches a fresh copy of the game with a ``Random`` seeded by the game's seed.  Empty when no
+        search finds one (the expert then has no action, as with the simulator's generator).
+        """
+        assert self._jvm is not None
+        jvm, generator = self._jvm.gateway.jvm, self._call("gameGenerator")
+        agent = getattr(jvm.textworldexpress.goldagent, GOLD_AGENTS[self.game])
+
+        def search(attempt: int) -> list[str] | None:
+            found = agent(generator.mkGame(seed, fold)).mkGoldPath(
+                jvm.scala.util.Random(seed * GOLD_ATTEMPTS + attempt)
+            )
+            return [str(a) for a in found._2()] if found._1() else None
+
+        for attempt in range(GOLD_ATTEMPTS):
+            path = self._jvm.call(search, attempt)
+            if path is not None:
+                return path
+        return []  # as the simulator's own generator gives up: no expert for this game
 
     def _open_episode(self, task_id: Hashable) -> TaskStart:
         answer = self._generate(int(task_id), gold=self.want_expert)  # type: ignore[call-overload]

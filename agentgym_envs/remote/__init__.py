@@ -1,13 +1,15 @@
-"""Environments past one machine: served over OpenEnv, and placed in Ray actors.
+"""Environments past one machine: the transport that serves an environment and talks to it over the network.
 
 * ``agentgym serve ENV_ID`` (:mod:`agentgym_envs.remote.server`) exposes any registered
   environment as an OpenEnv server; needs ``pip install 'agentgym-envs[remote]'``.
 * ``gym.make("agentgym/Remote-v0", url=..., env_id=..., **kwargs)``
   (:class:`~agentgym_envs.remote.client.RemoteEnv`) is its Gymnasium client.
-* :class:`~agentgym_envs.remote.ray_workers.RayEnv` places an environment in a Ray actor;
-  needs ``pip install 'agentgym-envs[ray]'``.
+* :mod:`~agentgym_envs.remote.proxy` (a Gymnasium env whose environment lives elsewhere),
+  :mod:`~agentgym_envs.remote.host` (the serving side of one environment), the message codec and protocol,
+  and ``agentgym serve``'s launcher are shared by the server and by the Ray workers
+  (:mod:`agentgym_envs.workers.ray`, which uses this package: ``RayEnv`` moved there).
 
-Nothing here imports ``openenv`` or ``ray`` until it is used.
+Nothing here imports ``openenv`` until it is used.
 
 Example:
     >>> import gymnasium as gym, agentgym_envs
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["RayEnv", "RemoteEnv", "RemoteEnvError"]
+__all__ = ["RemoteEnv", "RemoteEnvError"]
 
 
 def __getattr__(name: str) -> Any:
@@ -27,10 +29,8 @@ def __getattr__(name: str) -> Any:
         from agentgym_envs.remote.client import RemoteEnv
 
         return RemoteEnv
-    if name == "RayEnv":
-        from agentgym_envs.remote.ray_workers import RayEnv
-
-        return RayEnv
+    if name == "RayEnv":  # an environment worker, not transport: it lives with the other workers now
+        raise AttributeError("RayEnv moved: from agentgym_envs.workers.ray import RayEnv")
     if name == "RemoteEnvError":
         from agentgym_envs.remote.proxy import RemoteEnvError
 

@@ -13,9 +13,10 @@ from typing import Any
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from agentgym_envs.remote.server import TOKEN_ENV, parse_env_kwargs, serve
+    from agentgym_envs.remote.server import TOKEN_ENV, ClientLimits, parse_env_kwargs, serve
 
     token = args.token if args.token is not None else os.environ.get(TOKEN_ENV)
+    client_kwargs = tuple(name.strip() for name in args.client_kwargs.split(",") if name.strip())
     serve(
         args.env,
         parse_env_kwargs(args.env_kwargs),
@@ -26,6 +27,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         idle_timeout_s=args.idle_timeout if args.idle_timeout > 0 else None,
         max_message_bytes=args.max_message_bytes,
         log_level=args.log_level,
+        limits=ClientLimits(kwargs=client_kwargs),
+        docs=args.docs,
     )
     return 0
 
@@ -63,6 +66,10 @@ def add_subcommand(sub: Any) -> None:
     p.add_argument("--idle-timeout", type=float, default=600.0,
                    help="close a session (and free its environment) after this many idle seconds; 0: never")
     p.add_argument("--max-message-bytes", type=int, default=1 << 20, help="larger messages get an error reply")
+    p.add_argument("--client-kwargs", default="split", metavar="NAMES",
+                   help="comma-separated environment arguments a client may choose (default: split; the seed and "
+                   "the task are chosen at reset); '' for none. The operator fixes the rest with KEY=VALUE")
+    p.add_argument("--docs", action="store_true", help="also serve /docs and /openapi.json")
     p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=_cmd_serve)
     p.__class__ = _IntermixedParser

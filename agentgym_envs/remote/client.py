@@ -137,16 +137,26 @@ class RemoteEnv(ProxyTextEnv):
             data["options"] = encode(options)
         reply = self._request("reset", **data)
         obs = reply["observation"]
-        return obs["text"], decode(obs["info"])
+        return _text(obs), decode(obs["info"])
 
     def _backend_step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
-        reply = self._request("step", {"text": action})
+        limit = self.parser.max_chars
+        if len(action) > limit:  # invalid however long: send its start and its length, not megabytes
+            message: dict[str, Any] = {"text": action[: limit + 1], "text_length": len(action)}
+        else:
+            message = {"text": action}
+        reply = self._request("step", message)
         obs = reply["observation"]
         reward = reply["reward"]
-        return obs["text"], float(reward if reward is not None else 0.0), obs["terminated"], obs["truncated"], decode(
+        return _text(obs), float(reward if reward is not None else 0.0), obs["terminated"], obs["truncated"], decode(
             obs["info"]
         )
 
     def _backend_query(self, name: str) -> Any:
         reply = self._request("step", {"query": name})
         return decode(reply["observation"]["result"])
+
+
+def _text(observation: dict[str, Any]) -> str:
+    encoded = observation.get("encoded_text")
+    return decode(encoded) if encoded is not None else observation["text"]

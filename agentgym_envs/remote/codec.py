@@ -1,7 +1,8 @@
 """Lossless JSON for ``info`` dicts, task ids and reset options sent over the wire.
 
 JSON has no tuples, bytes or non-string keys, but task ids can be tuples and web
-environments put PNG bytes (screenshots) into ``info``.  :func:`encode` turns such values
+environments put PNG bytes (screenshots) into ``info``; UTF-8 has no lone surrogates, but an
+action text may hold one and ``info["raw_action"]`` echoes it.  :func:`encode` turns such values
 into tagged JSON objects and :func:`decode` turns them back, so an ``info`` that crossed
 a server is equal (``==``) to the local one.  NumPy scalars become Python numbers.
 
@@ -22,7 +23,8 @@ from pathlib import PurePath
 from typing import Any
 
 _TUPLE, _BYTES, _DICT, _FLOAT, _PATH = "__tuple__", "__bytes__", "__dict__", "__float__", "__path__"
-_TAGS = (_TUPLE, _BYTES, _DICT, _FLOAT, _PATH)
+_STR = "__str__"
+_TAGS = (_TUPLE, _BYTES, _DICT, _FLOAT, _PATH, _STR)
 
 # ``info`` keys whose values depend on the wall clock: they differ between any two runs, local or
 # remote, and are left out when episodes are compared.  ``miniwob_reward`` is MiniWoB's own reward,
@@ -32,7 +34,9 @@ WALL_CLOCK_KEYS = ("elapsed_s", "miniwob_reward")
 
 def encode(value: Any) -> Any:
     """A JSON-serialisable form of ``value`` that :func:`decode` inverts exactly."""
-    if value is None or isinstance(value, (bool, str, int)):
+    if isinstance(value, str):
+        return value if utf8_safe(value) else {_STR: base64.b64encode(value.encode("utf-16-le", "surrogatepass")).decode()}
+    if value is None or isinstance(value, (bool, int)):
         return value
     if isinstance(value, float):
         # NaN and infinities are not JSON.
@@ -46,7 +50,8 @@ def encode(value: Any) -> Any:
     if isinstance(value, PurePath):
         return {_PATH: str(value)}
     if isinstance(value, Mapping):
-        if all(isinstance(k, str) for k in value) and not (len(value) == 1 and next(iter(value)) in _TAGS):
+        plain_keys = all(isinstance(k, str) and utf8_safe(k) for k in value)
+        if plain_keys and not (len(value) == 1 and next(iter(value)) in _TAGS):
             return {k: encode(v) for k, v in value.items()}
         return {_DICT: [[encode(k), encode(v)] for k, v in value.items()]}
     item = getattr(value, "item", None)  # numpy scalars
@@ -73,12 +78,30 @@ def decode(value: Any) -> Any:
                 return {decode(k): decode(v) for k, v in inner}
             if tag == _FLOAT:
                 return float(inner)
+            if tag == _STR:
+                return base64.b64decode(inner).decode("utf-16-le", "surrogatepass")
             if tag == _PATH:
                 from pathlib import Path
 
                 return Path(inner)
         return {k: decode(v) for k, v in value.items()}
     return value
+
+
+def utf8_safe(text: str) -> bool:
+    """Whether UTF-8 (and so JSON on the wire) can carry ``text``: no lone surrogates.
+
+    Example:
+        >>> utf8_safe("caf\u00e9"), utf8_safe("go" + chr(0xDC80) + "north")
+        (True, False)
+    """
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def comparable_info(info: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """The serving side of a remote environment: one environment, driven by messages.
 
 :class:`EnvHost` is what an OpenEnv session (:mod:`agentgym_envs.remote.server`) and a Ray
-actor (:mod:`agentgym_envs.remote.ray_workers`) hold.  It builds the environment with
+actor (:mod:`agentgym_envs.workers.ray`) hold.  It builds the environment with
 :func:`~agentgym_envs.registry.make_env` (reward wrappers included, so rewards are computed
 where the environment runs), and answers ``reset``, ``step``, ``describe`` and on-demand
 queries (admissible actions, the expert's action).

@@ -4,7 +4,8 @@ An agentgym server is a stock OpenEnv server (``openenv-core``): sessions over t
 ``/ws`` WebSocket, ``/health``, ``/schema`` and ``/metadata``.  Its types:
 
 * :class:`AgentGymAction` ``{"text": ...}``: the agent's action text, parsed by the environment
-  exactly as locally.  With ``query`` set it asks instead of acting (``"describe"``,
+  exactly as locally (a text over the parser's limit is sent cut, with ``text_length``: it is an
+  invalid action either way, and the server's message limit does not turn it into an error).  With ``query`` set it asks instead of acting (``"describe"``,
   ``"admissible_actions"``, ``"expert_action"``) and the environment does not move.
 * :class:`AgentGymObservation`: ``text`` (the observation), ``reward``, ``done``,
   ``terminated`` / ``truncated`` (Gymnasium's pair) and ``info`` (the whole ``info`` dict,
@@ -58,6 +59,11 @@ class AgentGymAction(Action):
     )
     env_id: str | None = Field(default=None, description="With query='describe': the environment the client expects.")
     env_kwargs: dict[str, Any] | None = Field(default=None, description="With query='describe': the client's kwargs.")
+    text_length: int | None = Field(
+        default=None, ge=0,
+        description="The length of the agent's text when only its start is sent: a text over the parser's limit is "
+        "an invalid action whatever it says after its first characters, so the client sends that much.",
+    )
 
 
 class AgentGymObservation(Observation):
@@ -68,6 +74,10 @@ class AgentGymObservation(Observation):
     truncated: bool = Field(default=False, description="Gymnasium's truncated (step limit or crash).")
     info: dict[str, Any] = Field(default_factory=dict, description="The environment's info dict (JSON-safe encoding).")
     result: Any = Field(default=None, description="The answer to a query (JSON-safe encoding).")
+    encoded_text: Any = Field(
+        default=None, description="The observation text in the codec's encoding when UTF-8 cannot carry it (a lone "
+        "surrogate echoed from the action); ``text`` is then empty.",
+    )
 
 
 class AgentGymState(State):

@@ -81,6 +81,7 @@ FAMILY = Family(
     extra="web",
     requires=("playwright", "miniwob"),
     description="MiniWoB++ task pages in headless Chromium, acted on through element ids.",
+    worker="process",  # a browser: a step costs far more than a trip through a pipe
 )
 
 #: Tasks that an agent can solve with click / type / select / press on listed elements.

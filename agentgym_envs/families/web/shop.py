@@ -86,6 +86,7 @@ FAMILY = Family(
     extra="web",
     requires=("playwright",),
     description="Shopping tasks on a multi-page shop site backed by SQLite, in headless Chromium.",
+    worker="process",  # a browser: a step costs far more than a trip through a pipe
 )
 
 TEST_TASKS = range(0, 200)

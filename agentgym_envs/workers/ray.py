@@ -1,4 +1,4 @@
-"""Environment workers on Ray: an agentgym environment in a Ray actor, as a Gymnasium env.
+"""``kind="ray"``: an agentgym environment in a Ray actor, as a Gymnasium env and as an environment worker.
 
 :class:`RayEnv` places one environment (an :class:`~agentgym_envs.remote.host.EnvHost`) in a
 Ray actor, on this machine or anywhere in a Ray cluster, and proxies ``reset`` / ``step`` to it,
@@ -30,10 +30,10 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from agentgym_envs.engine.workers import InProcessWorker
 from agentgym_envs.errors import MissingDependencyError
 from agentgym_envs.remote.host import EnvHost
 from agentgym_envs.remote.proxy import BackendLost, ProxyTextEnv
+from agentgym_envs.workers.inprocess import InProcessWorker
 
 
 def _ray() -> Any:
@@ -162,7 +162,9 @@ class RayEnv(ProxyTextEnv):
         try:
             return ray.get(ref, timeout=self.timeout_s)
         except RayActorError as exc:
-            raise BackendLost(f"the actor died: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+            raise BackendLost(
+                f"the actor died: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            ) from exc
         except GetTimeoutError as exc:
             raise BackendLost(f"no answer within {self.timeout_s:g} s") from exc
         except RayTaskError as exc:
@@ -208,7 +210,7 @@ class RayEnv(ProxyTextEnv):
 
 
 class RayWorker(InProcessWorker):
-    """A :class:`RayEnv` behind the rollout engine's :class:`~agentgym_envs.engine.workers.EnvWorker` interface.
+    """A :class:`RayEnv` behind the rollout engine's :class:`~agentgym_envs.workers.base.EnvWorker` interface.
 
     ``reset_async``/``step_async`` submit the call to the actor at once, so all environments of a
     batch work in parallel (on the cluster's cores) while ``*_wait`` collects the results in order.
@@ -216,7 +218,7 @@ class RayWorker(InProcessWorker):
     ``truncation_reason="crash"`` and the next reset starts a fresh actor.
 
     Example:
-        >>> from agentgym_envs.engine import make_workers                                   # doctest: +SKIP
+        >>> from agentgym_envs.workers import make_workers                                  # doctest: +SKIP
         >>> workers = make_workers("agentgym/TextCraft-v0", 4, kind="ray", split="test")   # doctest: +SKIP
     """
 
@@ -241,8 +243,12 @@ class RayWorker(InProcessWorker):
 
 
 def make_ray_workers(
-    env_id: str, n: int, timeout_s: float | None = None, address: str | None = None,
-    actor_options: Mapping[str, Any] | None = None, **env_kwargs: Any,
+    env_id: str,
+    n: int,
+    timeout_s: float | None = None,
+    address: str | None = None,
+    actor_options: Mapping[str, Any] | None = None,
+    **env_kwargs: Any,
 ) -> list[RayWorker]:
     """``n`` environments of ``env_id``, each in its own Ray actor, as engine workers.
 

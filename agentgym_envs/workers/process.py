@@ -1,40 +1,23 @@
-"""Environment workers: step a batch of environments in parallel, in this process or in worker processes.
+"""``kind="process"``: environments in child processes, driven over a pipe.
 
-The rollout engine talks to every environment through an :class:`EnvWorker`: it calls ``step_async`` on
-every live episode, then ``step_wait`` on each, so environments living in other processes step in
-parallel while the engine waits (or generates for episodes that are already back).
-
-Three kinds, chosen with :func:`make_workers`:
-
-* ``"inprocess"`` -- :class:`InProcessWorker`, the environment in this process, stepped in ``*_wait``.
-  Fastest for cheap pure-Python families (TextCraft, TextWorld, BabyAI): no pickling, no context switch.
-* ``"process"`` -- :class:`ProcessWorker`, the environment in a child process.  ``make_workers`` spreads
-  ``n`` environments over at most ``max_processes`` processes (default: the number of cores): more
-  processes than cores cannot step faster, and every process costs memory (an interpreter, imported
-  simulators).  Environments sharing a process step one after another, so a crash or a hang of the
-  process ends the episodes of all of them (each reports a crash; all are replaced at their next reset).
-  Pass ``max_processes=n`` for one process per environment (full isolation).
-* ``"ray"`` -- Ray actors (``agentgym_envs.remote.ray_workers``), when installed.
-
-Failures are episode outcomes, never exceptions: an exception raised by the environment's ``reset`` or
-``step``, or a worker process that dies, ends the episode with ``truncated=True``,
-``info["truncation_reason"] == "crash"`` and ``info["error"] == "<type>: <message>"``; a call that takes
-longer than ``timeout_s`` ends it with ``truncation_reason == "time_limit"`` (the process is killed).
-After such an outcome the worker wants a reset, which rebuilds the environment (``InProcessWorker`` with a
-``rebuild`` factory, as ``make_workers`` gives it) or starts a fresh process.  A reset that fails returns
-the message as observation with the same ``info`` keys: check ``info["truncation_reason"]`` after a reset.
-Errors of the *caller* are still raised, with their own type: :data:`CALLER_ERRORS` (an unknown task or
-split, a step after the episode ended) and a non-``str`` action (``TypeError``).
+Three parts, from the child outward: the child's command loop (:func:`_host_main`, which builds its
+environments and answers ``reset``/``step``/``call`` per slot), the parent's side of one process
+(:class:`_Host`: start, stop, restart, and the replies of its slots multiplexed over one pipe), and
+:class:`ProcessWorker`, one slot of a host behind the :class:`~agentgym_envs.workers.base.EnvWorker`
+interface.  :func:`~agentgym_envs.workers.make_workers` spreads ``n`` environments over at most
+``max_processes`` hosts (default: the number of cores): more processes than cores cannot step faster, and
+every process costs memory (an interpreter, imported simulators).  Environments sharing a process step one
+after another, so a crash or a hang of the process ends the episodes of all of them (each reports a crash;
+all are replaced at their next reset).  Pass ``max_processes=n`` for one process per environment.
 
 ``close()`` closes the environment in its process, then stops the process (and everything the
 environment started there: a JVM, a browser); a finalizer does the same for a worker that is dropped
 without ``close()``.
 
 Example:
-    >>> from agentgym_envs.engine import make_workers, reset_many, step_many
-    >>> with make_workers("agentgym/TextCraft-v0", 4, kind="process", split="test") as workers:  # doctest: +SKIP
-    ...     first = reset_many(workers, seeds=[0, 1, 2, 3])
-    ...     results = step_many(workers, ["inventory"] * 4)
+    >>> worker = ProcessWorker("agentgym/TextCraft-v0", split="test")  # doctest: +SKIP
+    >>> worker.reset_async(seed=0); obs, info = worker.reset_wait()    # doctest: +SKIP
+    >>> worker.close()                                                   # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -48,194 +31,22 @@ import signal
 import time
 import traceback
 import weakref
-from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_ready
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import gymnasium as gym
 
-from agentgym_envs.core import crash_info, crash_observation, crash_outcome
-from agentgym_envs.errors import SplitLeakError, UnknownSplitError, UnknownTaskError
-
-ResetResult = tuple[str, dict[str, Any]]
-StepResult = tuple[str, float, bool, bool, dict[str, Any]]
-
-#: Exceptions that are the caller's mistake, not the environment's failure: workers raise them (in the
-#: caller's process, with their own type) instead of turning them into a crashed episode.
-CALLER_ERRORS: tuple[type[BaseException], ...] = (
-    gym.error.ResetNeeded,
-    UnknownTaskError,
-    UnknownSplitError,
-    SplitLeakError,
+from agentgym_envs.workers.base import (
+    CALLER_ERRORS,
+    ResetResult,
+    StepResult,
+    _call_path,
+    _check_action,
+    _crash_reset,
+    _crash_step,
 )
-
-WORKER_KINDS = ("inprocess", "process", "ray")
-
-
-@runtime_checkable
-class EnvWorker(Protocol):
-    """One environment, maybe in another process or a Ray actor, driven in two halves per call.
-
-    ``reset_async``/``step_async`` hand the call over and return at once; ``reset_wait``/``step_wait``
-    return its result.  ``step_wait`` never raises for a failure of the environment (see the module
-    docstring); ``close`` leaves no process behind.
-    A worker whose environment works between ``step_async`` and ``step_wait`` (another process, an actor)
-    says so with ``steps_in_background = True`` and answers ``poll(timeout)`` (is the pending call's result
-    here?); the engine then overlaps generation with its steps (``RolloutConfig.overlap``).
-
-    Example:
-        >>> import gymnasium as gym, agentgym_envs
-        >>> worker = InProcessWorker(gym.make("agentgym/TextCraft-v0", split="test"))
-        >>> isinstance(worker, EnvWorker)
-        True
-        >>> worker.close()
-    """
-
-    def reset_async(self, seed: int | None = None, options: dict | None = None) -> None: ...
-
-    def reset_wait(self) -> ResetResult: ...
-
-    def step_async(self, action: str) -> None: ...
-
-    def step_wait(self) -> StepResult: ...
-
-    def close(self) -> None: ...
-
-
-# ---- outcomes shared by every worker ----------------------------------------------------------------------
-def error_text(exc: BaseException) -> str:
-    """``"<type>: <message>"``, what ``info["error"]`` holds after a crash."""
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _crash_step(last_info: dict | None, action: str, error: str, reason: str = "crash") -> StepResult:
-    return crash_outcome(crash_info(last_info, action, error, reason), error, reason)
-
-
-def _crash_reset(error: str, reason: str = "crash") -> ResetResult:
-    return crash_observation(error), crash_info(None, None, error, reason)
-
-
-def _resolve(env: gym.Env, path: str) -> Any:
-    target: Any = env.unwrapped
-    for name in path.split("."):
-        target = getattr(target, name)
-    return target
-
-
-def _call_path(env: gym.Env, path: str, args: tuple, kwargs: dict) -> Any:
-    target = _resolve(env, path)
-    return target(*args, **kwargs) if callable(target) else target
-
-
-class InProcessWorker:
-    """An environment in this process behind the :class:`EnvWorker` interface.
-
-    The call runs in ``reset_wait``/``step_wait``.  Any exception of the environment (other than
-    :data:`CALLER_ERRORS`) becomes a truncated ``"crash"`` outcome; the next reset first replaces the
-    environment with ``rebuild()`` when given (the crashed one may be in any state).
-
-    Args:
-        env: the environment (a ``gym.make`` result).
-        rebuild: builds a fresh environment after a crash; without it the same one is reset again.
-
-    Example:
-        >>> import gymnasium as gym, agentgym_envs
-        >>> worker = InProcessWorker(gym.make("agentgym/TextCraft-v0", split="test"))
-        >>> worker.reset_async(seed=0); obs, info = worker.reset_wait()
-        >>> worker.step_async("inventory"); obs, reward, terminated, truncated, info = worker.step_wait()
-        >>> worker.close()
-    """
-
-    #: The environment steps inside ``step_wait``, in this process: nothing to overlap generation with.
-    steps_in_background = False
-
-    def __init__(self, env: gym.Env, rebuild: Callable[[], gym.Env] | None = None):
-        self.env = env
-        self._rebuild = rebuild
-        self._pending: tuple[str, Any] | None = None
-        self._last_info: dict[str, Any] | None = None
-        self._crashed = False  # the episode ended in a crash: reset before stepping
-        self._broken = False  # the environment raised: rebuild it at the next reset
-        self._closed = False
-
-    def reset_async(self, seed: int | None = None, options: dict | None = None) -> None:
-        self._check_idle()
-        self._pending = ("reset", (seed, options))
-
-    def reset_wait(self) -> ResetResult:
-        seed, options = self._take("reset")
-        try:
-            if self._broken and self._rebuild is not None:
-                with contextlib.suppress(Exception):
-                    self.env.close()
-                self.env = self._rebuild()
-            obs, info = self.env.reset(seed=seed, options=options)
-        except CALLER_ERRORS:
-            raise
-        except Exception as exc:  # noqa: BLE001 - an environment failure is an outcome, not an exception
-            self._broken = self._crashed = True
-            return _crash_reset(error_text(exc))
-        self._broken = self._crashed = False
-        self._last_info = info
-        return obs, info
-
-    def step_async(self, action: str) -> None:
-        self._check_idle()
-        _check_action(action)
-        if self._crashed:
-            raise gym.error.ResetNeeded("the episode ended in a crash: call reset_async() before step_async()")
-        self._pending = ("step", action)
-
-    def step_wait(self) -> StepResult:
-        action = self._take("step")
-        try:
-            result = self.env.step(action)
-        except CALLER_ERRORS:
-            raise
-        except Exception as exc:  # noqa: BLE001 - an environment failure is an outcome, not an exception
-            self._broken = self._crashed = True
-            return _crash_step(self._last_info, action, error_text(exc))
-        self._last_info = result[4]
-        return result
-
-    def poll(self, timeout: float = 0.0) -> bool:
-        """Always ``True``: the pending call runs inside ``*_wait``, in this process."""
-        return True
-
-    def call(self, path: str, *args: Any, **kwargs: Any) -> Any:
-        """``env.unwrapped.<path>(*args, **kwargs)`` (or the attribute, if not callable); exceptions propagate.
-
-        Example: ``worker.call("parser.instructions")``, ``worker.call("task_ids")``.
-        """
-        self._check_idle()
-        return _call_path(self.env, path, args, kwargs)
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._pending = None
-            self.env.close()
-
-    def _check_idle(self) -> None:
-        if self._closed:
-            raise RuntimeError("this worker is closed")
-        if self._pending is not None:
-            raise RuntimeError(f"a {self._pending[0]} is pending: call {self._pending[0]}_wait() first")
-
-    def _take(self, kind: str) -> Any:
-        if self._pending is None or self._pending[0] != kind:
-            raise RuntimeError(f"no {kind} pending: call {kind}_async() first")
-        _, args = self._pending
-        self._pending = None
-        return args
-
-
-def _check_action(action: Any) -> None:
-    if not isinstance(action, str):
-        raise TypeError(f"an action is a str, not {type(action).__name__}")
 
 
 # ---- the child process ------------------------------------------------------------------------------------
@@ -732,165 +543,3 @@ class ProcessWorker:
         if host.dead_note is not None:
             return host.dead_note
         return host.previous_note or "EnvironmentCrashedError: the worker process was replaced"
-
-
-# ---- many workers ---------------------------------------------------------------------------------------------
-class WorkerGroup(Sequence[EnvWorker]):
-    """The workers :func:`make_workers` built: a sequence with ``close()``, usable as a context manager.
-
-    Example:
-        >>> with make_workers("agentgym/TextCraft-v0", 2, split="test") as workers:
-        ...     len(workers)
-        2
-    """
-
-    def __init__(self, workers: Sequence[EnvWorker]):
-        self._workers = list(workers)
-
-    def __len__(self) -> int:
-        return len(self._workers)
-
-    def __getitem__(self, index: Any) -> Any:
-        return self._workers[index]
-
-    def __iter__(self) -> Iterator[EnvWorker]:
-        return iter(self._workers)
-
-    def close(self) -> None:
-        """Close every worker (and stop every worker process)."""
-        errors = []
-        for worker in self._workers:
-            try:
-                worker.close()
-            except Exception as exc:  # noqa: BLE001 - close the others, then report
-                errors.append(exc)
-        if errors:
-            raise errors[0]
-
-    def __enter__(self) -> WorkerGroup:
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.close()
-
-
-#: Families whose steps cost more than a trip through a pipe: their environments step in worker processes
-#: by default (``benchmarks/env_workers.py``: 1.5-2.2x the episodes/s of in-process stepping for a batch
-#: of 16 on 2 cores); the others (TextCraft, BabyAI, TextWorld, TextWorld-Express, deep search) were
-#: slower in workers and stay in-process.
-PROCESS_FAMILIES = frozenset({"scienceworld", "alfworld", "miniwob", "webshop"})
-
-
-def default_worker_kind(env_id: str) -> str:
-    """``"process"`` for the slow families (:data:`PROCESS_FAMILIES`), else ``"inprocess"``.
-
-    Example:
-        >>> default_worker_kind("agentgym/TextCraft-v0"), default_worker_kind("agentgym/ScienceWorld-boil-v0")
-        ('inprocess', 'process')
-    """
-    from agentgym_envs.registry import registration
-
-    return "process" if registration(env_id).family.name in PROCESS_FAMILIES else "inprocess"
-
-
-def make_workers(
-    env_id: str,
-    n: int,
-    kind: str = "inprocess",
-    *,
-    max_processes: int | None = None,
-    timeout_s: float | None = None,
-    start_method: str = "forkserver",
-    **env_kwargs: Any,
-) -> WorkerGroup:
-    """``n`` workers, each with its own ``gym.make(env_id, **env_kwargs)``.
-
-    Args:
-        kind: ``"inprocess"``, ``"process"`` or ``"ray"`` (see the module docstring).
-        max_processes: ``"process"`` only: at most this many worker processes, the ``n`` environments
-            spread over them round-robin (default: the number of cores).  ``max_processes=n`` gives each
-            environment its own process.
-        timeout_s: ``"process"`` only: the longest one ``reset``/``step`` may take.
-        start_method: ``"process"`` only: ``"forkserver"`` or ``"spawn"``.
-
-    Example:
-        >>> workers = make_workers("agentgym/TextCraft-v0", 8, kind="process", split="test")  # doctest: +SKIP
-        >>> len(workers)                                                                     # doctest: +SKIP
-        8
-        >>> workers.close()                                                                  # doctest: +SKIP
-    """
-    if n < 1:
-        raise ValueError(f"n must be at least 1, got {n}")
-    if kind == "inprocess":
-
-        def build() -> gym.Env:
-            import agentgym_envs  # noqa: F401 - registers the agentgym/ ids
-
-            return gym.make(env_id, **env_kwargs)
-
-        workers: list[EnvWorker] = []
-        try:
-            for _ in range(n):
-                workers.append(InProcessWorker(build(), rebuild=build))
-        except BaseException:
-            WorkerGroup(workers).close()
-            raise
-        return WorkerGroup(workers)
-    if kind == "process":
-        processes = min(n, max_processes if max_processes is not None else (os.cpu_count() or 1))
-        if processes < 1:
-            raise ValueError(f"max_processes must be at least 1, got {max_processes}")
-        slots = [len(range(p, n, processes)) for p in range(processes)]
-        hosts: list[_Host] = []
-        try:
-            for count in slots:  # start them all, then wait: environments are built in parallel
-                hosts.append(_Host(env_id, env_kwargs, count, start_method, close_grace_s=10.0))
-            for host in hosts:
-                host.wait_ready()
-        except BaseException:
-            for host in hosts:
-                host.stop()
-            raise
-        return WorkerGroup([ProcessWorker._on_host(hosts[i % processes], i // processes, timeout_s) for i in range(n)])
-    if kind == "ray":
-        from agentgym_envs.remote import ray_workers  # Ray itself is imported when the first actor starts
-
-        return WorkerGroup(ray_workers.make_ray_workers(env_id, n, timeout_s=timeout_s, **env_kwargs))
-    raise ValueError(f"unknown worker kind {kind!r}; choose one of {', '.join(WORKER_KINDS)}")
-
-
-def reset_many(
-    workers: Sequence[EnvWorker],
-    seeds: Sequence[int | None] | None = None,
-    options: Sequence[dict | None] | None = None,
-) -> list[ResetResult]:
-    """Reset every worker in parallel: ``reset_async`` on all, then ``reset_wait`` on each.
-
-    Example:
-        >>> with make_workers("agentgym/TextCraft-v0", 2, split="test") as workers:
-        ...     [info["step"] for _, info in reset_many(workers, seeds=[0, 1])]
-        [0, 0]
-    """
-    seeds = list(seeds) if seeds is not None else [None] * len(workers)
-    options = list(options) if options is not None else [None] * len(workers)
-    if not len(seeds) == len(options) == len(workers):
-        raise ValueError(f"{len(workers)} workers but {len(seeds)} seeds and {len(options)} options")
-    for worker, seed, option in zip(workers, seeds, options, strict=True):
-        worker.reset_async(seed=seed, options=option)
-    return [worker.reset_wait() for worker in workers]
-
-
-def step_many(workers: Sequence[EnvWorker], actions: Sequence[str]) -> list[StepResult]:
-    """Step every worker in parallel: ``step_async`` on all, then ``step_wait`` on each.
-
-    Example:
-        >>> with make_workers("agentgym/TextCraft-v0", 2, split="test") as workers:
-        ...     _ = reset_many(workers, seeds=[0, 1])
-        ...     [info["step"] for *_, info in step_many(workers, ["inventory", "inventory"])]
-        [1, 1]
-    """
-    if len(actions) != len(workers):
-        raise ValueError(f"{len(workers)} workers but {len(actions)} actions")
-    for worker, action in zip(workers, actions, strict=True):
-        worker.step_async(action)
-    return [worker.step_wait() for worker in workers]

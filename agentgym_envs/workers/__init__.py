@@ -38,8 +38,10 @@ from agentgym_envs.workers.base import (
     ResetResult,
     StepResult,
     WorkerGroup,
+    default_step_timeout_s,
     error_text,
     reset_many,
+    step_deadline_s,
     step_many,
 )
 from agentgym_envs.workers.inprocess import InProcessWorker
@@ -54,10 +56,12 @@ __all__ = [
     "ResetResult",
     "StepResult",
     "WorkerGroup",
+    "default_step_timeout_s",
     "default_worker_kind",
     "error_text",
     "make_workers",
     "reset_many",
+    "step_deadline_s",
     "step_many",
 ]
 
@@ -98,7 +102,10 @@ def make_workers(
         max_processes: ``"process"`` only: at most this many worker processes, the ``n`` environments
             spread over them round-robin (default: the number of cores).  ``max_processes=n`` gives each
             environment its own process.
-        timeout_s: ``"process"`` only: the longest one ``reset``/``step`` may take.
+        timeout_s: ``"process"`` and ``"ray"``: the longest one ``reset``/``step`` may take before the episode
+            ends with ``truncation_reason="time_limit"`` (``None``, default: the family's
+            :attr:`~agentgym_envs.registry.Family.step_timeout_s`, :func:`default_step_timeout_s`; ``math.inf``:
+            no deadline).  In-process environments run in the caller's thread and have none.
         start_method: ``"process"`` only: ``"forkserver"`` or ``"spawn"``.
 
     Example:
@@ -112,7 +119,8 @@ def make_workers(
     if kind == "inprocess":
         return _in_process_workers(env_id, n, env_kwargs)
     if kind == "process":
-        return _process_workers(env_id, n, max_processes, timeout_s, start_method, env_kwargs)
+        deadline = step_deadline_s(env_id, timeout_s)
+        return _process_workers(env_id, n, max_processes, deadline, start_method, env_kwargs)
     if kind == "ray":
         from agentgym_envs.workers import ray  # Ray itself is imported when the first actor starts
 

@@ -46,6 +46,7 @@ from agentgym_envs.workers.base import (
     _check_action,
     _crash_reset,
     _crash_step,
+    step_deadline_s,
 )
 
 
@@ -236,6 +237,7 @@ class _Host:
         self.process, self.conn = process, parent_conn
         self.generation += 1
         self.ready = False
+        self.ready_at = 0.0  # time.monotonic() when the environments were built: calls' deadlines start there
         self.dead_note: str | None = None  # why this process is gone, once it is
         self.started_s = time.perf_counter() - started
         self.replies: dict[int, tuple] = {}
@@ -292,11 +294,17 @@ class _Host:
             self.in_flight += 1
         return True
 
-    def reply(self, slot: int, deadline: float | None) -> tuple | None:
-        """The reply for ``slot``, or ``None`` if the process died or ``deadline`` passed first."""
-        while not self.ready:  # building the environments does not count against a call's deadline
+    def call_deadline(self, sent_at: float, budget: float | None) -> float | None:
+        """When a call sent at ``sent_at`` with ``budget`` seconds times out (``None``: never; not before the
+        environments are built: building them does not count against a call's deadline)."""
+        return None if budget is None else max(sent_at, self.ready_at) + budget
+
+    def reply(self, slot: int, sent_at: float, budget: float | None) -> tuple | None:
+        """The reply for ``slot``, or ``None`` if the process died or the call's deadline passed first."""
+        while not self.ready:
             if not self._pump(None):
                 return None
+        deadline = self.call_deadline(sent_at, budget)
         while slot not in self.replies:
             if not self._pump(deadline):
                 return None
@@ -319,7 +327,7 @@ class _Host:
                 self.dead_note = self.dead_note or _death_note(self.process)
                 return False
             if kind == "ready":
-                self.ready = True
+                self.ready, self.ready_at = True, time.monotonic()
             elif kind == "failed":
                 self.dead_note = payload.text
                 exc = payload.exception()
@@ -343,7 +351,8 @@ class ProcessWorker:
 
     Args:
         env_id: a registered id, e.g. ``"agentgym/ScienceWorld-v0"``.
-        timeout_s: the longest a ``reset`` or ``step`` may take (``None``: no limit).  Past it the process
+        timeout_s: the longest a ``reset`` or ``step`` may take (``None``: the family's
+            :attr:`~agentgym_envs.registry.Family.step_timeout_s`; ``math.inf``: no limit).  Past it the process
             is killed and the episode truncated with ``truncation_reason="time_limit"``.
         start_method: ``"forkserver"`` (default: processes forked from a clean single-threaded server, so
             threads, torch or a JVM in this process do not leak into them) or ``"spawn"``.
@@ -368,9 +377,10 @@ class ProcessWorker:
         close_grace_s: float = 10.0,
         **env_kwargs: Any,
     ):
+        deadline = step_deadline_s(env_id, timeout_s)
         host = _Host(env_id, env_kwargs, 1, start_method, close_grace_s)
         host.wait_ready()
-        self._attach(host, 0, timeout_s)
+        self._attach(host, 0, deadline)
 
     @classmethod
     def _on_host(cls, host: _Host, slot: int, timeout_s: float | None) -> ProcessWorker:
@@ -381,9 +391,11 @@ class ProcessWorker:
     def _attach(self, host: _Host, slot: int, timeout_s: float | None) -> None:
         self._host: _Host | None = host
         self._slot = slot
+        #: The deadline of one call in seconds (``None``: none).
         self.timeout_s = timeout_s
         self._generation: int | None = None  # the host process this worker's episode lives in
-        self._pending: tuple[str, str | None, int, float] | None = None  # kind, action, generation, deadline
+        # kind, action, generation, sent at, budget (seconds; None: no deadline)
+        self._pending: tuple[str, str | None, int, float, float | None] | None = None
         self._last_info: dict[str, Any] | None = None
         self._crashed = False
         self._rebuild = False
@@ -438,18 +450,20 @@ class ProcessWorker:
         if self._pending is None or self._host is None:
             return True
         host = self._host
-        _, _, generation, call_deadline = self._pending
+        _, _, generation, sent_at, budget = self._pending
         if generation != host.generation:
             return True
         deadline = time.monotonic() + max(0.0, timeout)
-        if call_deadline >= 0 and host.ready:
+        call_deadline = host.call_deadline(sent_at, budget) if host.ready else None
+        if call_deadline is not None:
             deadline = min(deadline, call_deadline)
         while self._slot not in host.replies:
             if not host._pump(deadline):
                 break
         if self._slot in host.replies or not host.alive:
             return True
-        return host.ready and call_deadline >= 0 and time.monotonic() >= call_deadline
+        call_deadline = host.call_deadline(sent_at, budget) if host.ready else None
+        return call_deadline is not None and time.monotonic() >= call_deadline
 
     def call(self, path: str, *args: Any, **kwargs: Any) -> Any:
         """``env.unwrapped.<path>(*args, **kwargs)`` in the worker process (synchronous; exceptions raise here).
@@ -505,8 +519,8 @@ class ProcessWorker:
         elif not host.send(self._slot, kind, args):
             generation = -1
         queued = max(host.in_flight, 1)  # calls of other workers in the same process run first
-        deadline = None if self.timeout_s is None else time.monotonic() + self.timeout_s * queued
-        self._pending = (kind, action, generation, deadline if deadline is not None else -1.0)
+        budget = None if self.timeout_s is None else self.timeout_s * queued
+        self._pending = (kind, action, generation, time.monotonic(), budget)
 
     def _receive(self, kind: str, raw: bool = False) -> tuple[str, Any, str]:
         """``("ok", result, "")`` or ``("crash", error text, truncation reason)``; caller errors raise."""
@@ -514,11 +528,11 @@ class ProcessWorker:
             raise RuntimeError(f"no {kind} pending: call {kind}_async() first")
         host = self._host
         assert host is not None
-        _, _, generation, deadline = self._pending
+        _, _, generation, sent_at, budget = self._pending
         self._pending = None
         if generation != host.generation:
             return "crash", self._lost_note(host), "crash"
-        reply = host.reply(self._slot, None if deadline < 0 else deadline)
+        reply = host.reply(self._slot, sent_at, budget)
         if reply is None:
             if host.alive:  # the deadline passed: a hung environment
                 waited = self.timeout_s

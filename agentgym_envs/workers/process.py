@@ -14,6 +14,11 @@ all are replaced at their next reset).  Pass ``max_processes=n`` for one process
 environment started there: a JVM, a browser); a finalizer does the same for a worker that is dropped
 without ``close()``.
 
+What a worker process writes to its stdout and stderr (a simulator's log, a JVM's warnings, whatever the
+environment prints; also what programs it starts write) does not reach this process's terminal: it is
+captured, the last :data:`OUTPUT_LIMIT_BYTES` kept (:meth:`ProcessWorker.output`), and when the process dies
+or is killed for a time limit, ``info["error"]`` ends with its last :data:`CRASH_OUTPUT_CHARS` characters.
+
 Example:
     >>> worker = ProcessWorker("agentgym/TextCraft-v0", split="test")  # doctest: +SKIP
     >>> worker.reset_async(seed=0); obs, info = worker.reset_wait()    # doctest: +SKIP
@@ -27,7 +32,10 @@ import contextlib
 import multiprocessing
 import os
 import pickle
+import select
 import signal
+import sys
+import threading
 import time
 import traceback
 import weakref
@@ -48,6 +56,11 @@ from agentgym_envs.workers.base import (
     _crash_step,
     step_deadline_s,
 )
+
+#: How much of a worker process's output (stdout and stderr together) is kept: its last bytes.
+OUTPUT_LIMIT_BYTES = 64 * 1024
+#: How much of that tail ``info["error"]`` ends with when the process died or was killed (characters).
+CRASH_OUTPUT_CHARS = 4000
 
 
 # ---- the child process ------------------------------------------------------------------------------------
@@ -90,8 +103,25 @@ def _exit_on_signal(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
-def _host_main(conn: Connection, env_id: str, env_kwargs: dict[str, Any], slots: int) -> None:
+def _redirect_output(output: Connection) -> None:
+    """Send this process's stdout and stderr (file descriptors 1 and 2, so also its children's) into ``output``."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    for fd in (1, 2):
+        os.dup2(output.fileno(), fd)
+    output.close()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.reconfigure(line_buffering=True)  # type: ignore[union-attr] - what a crash leaves is on record
+
+
+def _host_main(
+    conn: Connection, env_id: str, env_kwargs: dict[str, Any], slots: int, output: Connection | None = None
+) -> None:
     """A worker process: build ``slots`` environments, then run commands from ``conn`` until told to stop."""
+    if output is not None:
+        _redirect_output(output)
     # Own process group: the parent ends everything the environments start (JVM, browser) with one killpg.
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)
@@ -156,6 +186,17 @@ def _host_main(conn: Connection, env_id: str, env_kwargs: dict[str, Any], slots:
 
 
 # ---- the parent's side of a worker process ----------------------------------------------------------------
+def _tail(output: _OutputTail | None, settle_s: float = 0.0, last: int | None = CRASH_OUTPUT_CHARS) -> str:
+    """The end of a worker process's captured output (``""`` when it was not captured)."""
+    return "" if output is None else output.text(settle_s, last)
+
+
+def _last_words(output: _OutputTail | None) -> str:
+    """What a process that died or was killed last wrote, as the end of its crash's ``info["error"]``."""
+    tail = _tail(output, settle_s=0.5)  # the rest of it, until the pipe's last writer is gone
+    return f"\n--- the worker process's last output ---\n{tail}" if tail else ""
+
+
 def _exited(process: multiprocessing.process.BaseProcess, timeout: float) -> bool:
     """Wait up to ``timeout`` s for ``process`` to exit."""
     return bool(wait_ready([process.sentinel], timeout))
@@ -205,6 +246,64 @@ def _death_note(process: multiprocessing.process.BaseProcess) -> str:
     return f"EnvironmentCrashedError: the worker process (pid {process.pid}) died ({how})"
 
 
+class _OutputTail:
+    """The last ``limit`` bytes a worker process wrote to its stdout and stderr, read from ``source`` (the read end
+    of the pipe they go to) by a thread of its own until every writer is gone."""
+
+    def __init__(self, source: Connection, limit: int = OUTPUT_LIMIT_BYTES):
+        self.limit = limit
+        self.total = 0  # bytes written, those dropped included
+        self._source = source
+        self._kept = bytearray()
+        self._ended = False
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._drain, name="agentgym-worker-output", daemon=True)
+        self._reader.start()
+
+    def _drain(self) -> None:
+        fd = self._source.fileno()
+        os.set_blocking(fd, False)
+        try:
+            while True:
+                select.select([fd], [], [])  # data or the end; the read is done under the lock, in order
+                with self._lock:
+                    if not self._read_available():
+                        break
+        except (OSError, ValueError):
+            pass
+        finally:
+            with self._lock:
+                self._ended = True
+                self._source.close()
+
+    def _read_available(self) -> bool:
+        """Keep what the pipe holds now (call with the lock held); ``False`` once every writer is gone."""
+        while True:
+            try:
+                chunk = os.read(self._source.fileno(), 65536)
+            except BlockingIOError:
+                return True
+            if not chunk:
+                return False
+            self.total += len(chunk)
+            self._kept += chunk
+            del self._kept[: max(0, len(self._kept) - self.limit)]
+
+    def text(self, settle_s: float = 0.0, last: int | None = None) -> str:
+        """What was kept (its ``last`` characters), after waiting up to ``settle_s`` for a dead process's rest."""
+        if settle_s > 0:
+            self._reader.join(settle_s)
+        with self._lock:
+            if not self._ended:  # what the process wrote before its last reply is in the pipe already
+                with contextlib.suppress(OSError):
+                    self._read_available()
+            kept, dropped = bytes(self._kept), self.total - len(self._kept)
+        text = kept.decode("utf-8", errors="replace")
+        if last is not None and len(text) > last:
+            dropped, text = dropped + 1, text[-last:]
+        return f"[earlier output dropped]\n{text}" if dropped else text
+
+
 class _Host:
     """One worker process holding ``slots`` environments, and its replies in flight.
 
@@ -212,9 +311,19 @@ class _Host:
     garbage-collected (a finalizer, also run at interpreter exit).
     """
 
-    def __init__(self, env_id: str, env_kwargs: dict[str, Any], slots: int, start_method: str, close_grace_s: float):
+    def __init__(
+        self,
+        env_id: str,
+        env_kwargs: dict[str, Any],
+        slots: int,
+        start_method: str,
+        close_grace_s: float,
+        capture_output: bool = True,
+    ):
         self.env_id, self.env_kwargs, self.slots = env_id, dict(env_kwargs), slots
-        self.close_grace_s = close_grace_s
+        self.close_grace_s, self.capture_output = close_grace_s, capture_output
+        self.output: _OutputTail | None = None
+        self.previous_output: _OutputTail | None = None  # the previous process's, for episodes that lived there
         self.ctx = multiprocessing.get_context(start_method)
         self.generation = 0
         self.open_slots = set(range(slots))
@@ -225,15 +334,19 @@ class _Host:
     # life cycle ---------------------------------------------------------------------------------------
     def _start(self) -> None:
         parent_conn, child_conn = self.ctx.Pipe()
+        output_read, output_write = self.ctx.Pipe(duplex=False) if self.capture_output else (None, None)
         process = self.ctx.Process(
             target=_host_main,
-            args=(child_conn, self.env_id, self.env_kwargs, self.slots),
+            args=(child_conn, self.env_id, self.env_kwargs, self.slots, output_write),
             name=f"agentgym-worker[{self.env_id}]",
             daemon=True,  # a backstop: multiprocessing terminates daemonic children at exit
         )
         started = time.perf_counter()
         process.start()
         child_conn.close()
+        if output_write is not None and output_read is not None:
+            output_write.close()  # the child's copy is the only writer: its death (and its children's) ends the tail
+            self.output = _OutputTail(output_read)
         self.process, self.conn = process, parent_conn
         self.generation += 1
         self.ready = False
@@ -252,7 +365,7 @@ class _Host:
             self._finalizer()
 
     def restart(self) -> None:
-        self.previous_note = self.dead_note
+        self.previous_note, self.previous_output = self.dead_note, self.output
         self.stop()
         self._start()
 
@@ -357,6 +470,9 @@ class ProcessWorker:
         start_method: ``"forkserver"`` (default: processes forked from a clean single-threaded server, so
             threads, torch or a JVM in this process do not leak into them) or ``"spawn"``.
         close_grace_s: how long ``close()`` waits for the environment to close before killing the process.
+        capture_output: keep the process's stdout and stderr (the last :data:`OUTPUT_LIMIT_BYTES`, :meth:`output`;
+            the end of ``info["error"]`` when the process dies or is killed) instead of letting it write to this
+            process's terminal.
         **env_kwargs: passed to ``gym.make``.
 
     Example:
@@ -375,10 +491,11 @@ class ProcessWorker:
         timeout_s: float | None = None,
         start_method: str = "forkserver",
         close_grace_s: float = 10.0,
+        capture_output: bool = True,
         **env_kwargs: Any,
     ):
         deadline = step_deadline_s(env_id, timeout_s)
-        host = _Host(env_id, env_kwargs, 1, start_method, close_grace_s)
+        host = _Host(env_id, env_kwargs, 1, start_method, close_grace_s, capture_output)
         host.wait_ready()
         self._attach(host, 0, deadline)
 
@@ -404,6 +521,16 @@ class ProcessWorker:
     def pid(self) -> int | None:
         """The worker process's id (``None`` once closed)."""
         return None if self._host is None else self._host.process.pid
+
+    def output(self) -> str:
+        """What the worker process wrote to its stdout and stderr: the last :data:`OUTPUT_LIMIT_BYTES` (decoded;
+        a first line says when earlier output was dropped).  Empty with ``capture_output=False`` or once closed.
+
+        Example:
+            >>> worker.output()[-20:]   # doctest: +SKIP
+            'JVM started on 25335\n'
+        """
+        return "" if self._host is None else _tail(self._host.output, last=None)
 
     def reset_async(self, seed: int | None = None, options: dict | None = None) -> None:
         host = self._check_idle()
@@ -531,7 +658,8 @@ class ProcessWorker:
         _, _, generation, sent_at, budget = self._pending
         self._pending = None
         if generation != host.generation:
-            return "crash", self._lost_note(host), "crash"
+            lost_with = host.output if host.dead_note is not None else host.previous_output
+            return "crash", self._lost_note(host) + _last_words(lost_with), "crash"
         reply = host.reply(self._slot, sent_at, budget)
         if reply is None:
             if host.alive:  # the deadline passed: a hung environment
@@ -540,8 +668,9 @@ class ProcessWorker:
                     f"TimeoutError: no reply from the environment within {waited} s; its worker process was killed"
                 )
                 self._rebuild = False
-                return "crash", f"TimeoutError: the call did not finish within {waited} s", "time_limit"
-            return "crash", host.dead_note or self._lost_note(host), "crash"
+                note = f"TimeoutError: the call did not finish within {waited} s"
+                return "crash", note + _last_words(host.output), "time_limit"
+            return "crash", (host.dead_note or self._lost_note(host)) + _last_words(host.output), "crash"
         status, payload = reply
         if status == "ok" or raw:
             return status, payload, ""

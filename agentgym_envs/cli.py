@@ -5,6 +5,8 @@ Example (shell)::
     agentgym list
     agentgym play agentgym/TextWorld-w2-o3-q4-v0 --split test
     agentgym rollout agentgym/TextWorld-w2-o3-q4-v0 --policy expert,random --episodes 20
+    agentgym rollout agentgym/TextCraft-v0 --policy hf:runs/tc/checkpoint-100 --tasks 50 --temperature 0
+    agentgym plot runs/grpo runs/grpo-epo -o curves.png
     agentgym leaderboard --suite quick --policy random,expert,smollm2
     agentgym serve agentgym/BabyAI-GoToLocal-v0 --port 8000 split=test
 """
@@ -138,20 +140,33 @@ def _did_you_mean(typed: str, choices: list[str]) -> str:
 
 def _cmd_rollout(args: argparse.Namespace) -> int:
     from agentgym_envs.eval.episodes import play_episodes, summarize
-    from agentgym_envs.eval.policies import SCRIPTED_POLICIES
+    from agentgym_envs.eval.model_rollout import is_model_policy, rollout_model
+    from agentgym_envs.eval.policies import SCRIPTED_POLICIES, check_policy_spec
 
     names = [p.strip() for p in args.policy.split(",") if p.strip()]
-    unknown = [p for p in names if p not in SCRIPTED_POLICIES]
-    if unknown:
-        print(f"error: unknown policy {unknown[0]!r}{_did_you_mean(unknown[0], list(SCRIPTED_POLICIES))}; "
-              f"choose from {', '.join(SCRIPTED_POLICIES)}", file=sys.stderr)
-        return 2
+    for name in names:  # a misspelt policy or a missing checkpoint fails before anything is played
+        check_policy_spec(name)
     _check_env_id(args.env)
     env_kwargs = _env_settings(args, reward=args.reward, action_format=args.format)
     if args.max_steps:
         env_kwargs["max_steps"] = args.max_steps
     report = {}
     for name in names:
+        if is_model_policy(name):
+            # The leaderboard's engine and records: --tasks held-out tasks, --samples episodes each.
+            summary, records = rollout_model(
+                args.env, name, tasks=args.tasks or args.episodes, samples=args.samples, temperature=args.temperature,
+                max_new_tokens=args.max_new_tokens, seed=args.seed, env_kwargs=env_kwargs, out=args.out,
+            )
+            report[name] = {"summary": summary, "episodes": records}
+            print(
+                f"{name} on {args.env}: success {summary['success_rate']:.1%} "
+                f"[{summary['success_ci_low']:.1%}, {summary['success_ci_high']:.1%}] over {summary['episodes']} "
+                f"episodes ({summary['tasks']} tasks x {args.samples}), mean return {summary['mean_return']:.3f}, "
+                f"mean steps {summary['mean_steps']:.1f}, invalid actions {summary['invalid_action_rate']:.1%}, "
+                f"pass@{summary['k']} {summary['pass_at_k']:.1%}"
+            )
+            continue
         results = play_episodes(args.env, SCRIPTED_POLICIES[name](args.seed), args.episodes, seed=args.seed, **env_kwargs)
         summary = summarize(results)
         report[name] = {"summary": summary, "episodes": [r.as_dict() for r in results]}
@@ -164,6 +179,14 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
     if args.json:  # each episode with its transcript (observations, the policy's text, actions, rewards)
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from agentgym_envs.runs import plot_runs
+
+    path = plot_runs(args.runs, args.out)
+    print(f"written: {path}")
     return 0
 
 
@@ -255,10 +278,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_env_kwargs(p)
     p.set_defaults(func=_cmd_play)
 
-    p = sub.add_parser("rollout", help="roll out scripted policies and print their statistics", formatter_class=formatter)
+    p = sub.add_parser(
+        "rollout", help="roll out scripted policies or a model (a checkpoint) and print their statistics",
+        formatter_class=formatter,
+        description="Play episodes of one environment and print success (95% Wilson interval), return and steps. "
+        "Scripted policies play --episodes episodes; a model (hf:PATH for a local model or a training checkpoint, "
+        "vllm:PATH, openai:URL#MODEL, smollm2) plays --samples episodes of each of the first --tasks tasks through "
+        "the leaderboard's engine, with the leaderboard's records (kept in --out if given).",
+    )
     p.add_argument("env", help="environment id (see `agentgym list`)")
-    p.add_argument("--policy", default="expert,random", help="comma-separated: random, expert")
-    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--policy", default="expert,random",
+                   help="comma-separated: random, expert, smollm2, hf:PATH[+ADAPTER], vllm:PATH, openai:URL#MODEL")
+    p.add_argument("--episodes", type=int, default=10, help="episodes of a scripted policy (and --tasks' default)")
+    p.add_argument("--tasks", type=int, help="model policies: the split's first N tasks (None: as many as --episodes)")
+    p.add_argument("--samples", type=int, default=1, help="model policies: episodes per task (k of pass@k)")
+    p.add_argument("--temperature", type=float, default=0.7, help="model policies' sampling temperature (0: greedy)")
+    p.add_argument("--max-new-tokens", type=int, default=48, help="model policies' tokens per turn")
+    p.add_argument("--out", type=Path,
+                   help="model policies: keep the episodes and tables in this folder (resumed if present)")
     p.add_argument("--split", default="test")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-steps", type=int, help="step limit (default: the environment's own)")
@@ -301,6 +338,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "300 s for simulators and browsers; inf: none)")
     p.set_defaults(func=_cmd_leaderboard)
 
+    p = sub.add_parser(
+        "plot", help="draw the learning curves of training runs into a PNG", formatter_class=formatter,
+        description="Draw reward, held-out success, entropy, KL, clip fractions and invalid-action rate against "
+        "the step, from each run folder's metrics.jsonl (written by every agentgym train run), several runs on "
+        "one figure (legend: the folder names).",
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="training output folders holding metrics.jsonl")
+    p.add_argument("-o", "--out", type=Path, default=Path("curves.png"), help="the PNG to write")
+    p.set_defaults(func=_cmd_plot)
+
     for extra in _extra_commands():
         extra(sub)
     return parser
@@ -310,7 +357,7 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows an option's default in ``--help`` unless it has none (None, False) or the help already says it."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or action.default is False or action.default == [] or "default" in (action.help or ""):
+        if action.default is None or action.default is False or action.default == [] or "(default:" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
 
@@ -331,9 +378,10 @@ def _extra_commands() -> list[Any]:
     """
     from importlib.metadata import entry_points
 
+    from agentgym_envs.families.swe.build import add_subcommand as add_swe
     from agentgym_envs.remote.cli import add_subcommand as add_serve
 
-    commands = [add_serve]
+    commands = [add_serve, add_swe]
     for entry in sorted(entry_points(group="agentgym_envs.commands"), key=lambda e: e.name):
         try:
             commands.append(entry.load())

@@ -29,7 +29,8 @@ key                         meaning
 ``parse_error``             why the text could not be turned into an action, else ``None``
 ``step``                    number of ``step`` calls in this episode
 ``truncation_reason``       why the episode was truncated, one of :data:`TRUNCATION_REASONS`
-                            (``"step_limit"``, ``"time_limit"``, ``"crash"``), else ``None``
+                            (``"step_limit"``, ``"time_limit"``, ``"crash"``,
+                            ``"site_unavailable"``), else ``None``
 ``error``                   description of a crash of the simulator, else ``None``
 ==========================  ===========================================================
 
@@ -88,9 +89,11 @@ INFO_KEYS = (
 SPLITS = ("train", "valid", "test")
 
 #: Every value ``info["truncation_reason"]`` takes when ``truncated`` is true:
-#: ``"step_limit"`` (``max_steps`` reached, or a Gymnasium ``TimeLimit`` around the environment), ``"time_limit"`` (a web episode's wall-clock limit,
-#: ``WebLimits.episode_time_limit_s``) and ``"crash"`` (the simulator died; ``info["error"]`` says why).
-TRUNCATION_REASONS = ("step_limit", "time_limit", "crash")
+#: ``"step_limit"`` (``max_steps`` reached, or a Gymnasium ``TimeLimit`` around the environment), ``"time_limit"``
+#: (a web episode's wall-clock limit, ``WebLimits.episode_time_limit_s``), ``"crash"`` (the simulator died;
+#: ``info["error"]`` says why) and ``"site_unavailable"`` (a web site the task needs does not answer, see
+#: docs/webarena.md).
+TRUNCATION_REASONS = ("step_limit", "time_limit", "crash", "site_unavailable")
 
 
 class TextSpace(gym.spaces.Text):

@@ -21,7 +21,8 @@ The tree (each class also derives from the built-in exception it refines)::
     ├── ActionFailed                             in-episode: an action that cannot be carried out
     │   └── CommandError (ValueError)            in-episode: a TextCraft command that fails
     ├── PolicyError (RuntimeError)               a model policy cannot be built or reached
-    └── SuiteError (ValueError)                  a leaderboard suite that cannot be used
+    ├── SuiteError (ValueError)                  a leaderboard suite that cannot be used
+    └── RunLogError (FileNotFoundError)          a run folder without its metrics log
 
 Example:
     >>> import agentgym_envs
@@ -158,3 +159,7 @@ class PolicyError(AgentGymError, RuntimeError):
 
 class SuiteError(AgentGymError, ValueError):
     """A leaderboard suite name or suite file that cannot be used."""
+
+
+class RunLogError(AgentGymError, FileNotFoundError):
+    """A run folder that does not exist or holds no ``metrics.jsonl`` (``agentgym plot``)."""

@@ -63,6 +63,8 @@ BUILTIN_FAMILIES: dict[str, str] = {
     "textworld_express": "agentgym_envs.families.textworld_express",
     "miniwob": "agentgym_envs.families.web.miniwob",
     "webshop": "agentgym_envs.families.web.shop",
+    "swe": "agentgym_envs.families.swe",
+    "webarena": "agentgym_envs.families.web.webarena",
 }
 DISTRIBUTION = "agentgym-envs"
 

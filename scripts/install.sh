@@ -24,6 +24,7 @@ if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
   command -v java >/dev/null || need+=(openjdk-17-jre-headless)
   command -v cmake >/dev/null || need+=(cmake)  # alfworld builds fast-downward-textworld from source
   command -v g++ >/dev/null || need+=(g++)
+  command -v bwrap >/dev/null || need+=(bubblewrap)  # the software-engineering family's sandbox
   if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null

@@ -69,6 +69,15 @@ def make_env(family: str) -> tuple[Any, Any]:
         from agentgym_envs.families.web.shop import WebShopEnv
 
         return WebShopEnv(split="test", catalogue_size=300, max_steps=big), 0
+    if family == "swe":  # the agent's text becomes shell commands in the sandbox
+        from agentgym_envs.families.swe import SWEEnv
+
+        env = SWEEnv(split="test", max_steps=big)
+        return env, env.task_ids[0]
+    if family == "webarena":
+        from agentgym_envs.families.web.webarena.env import WebArenaEnv
+
+        return WebArenaEnv(split="test", max_steps=big), 0  # the shop's home page: a search box
     raise ValueError(f"unknown family {family!r}")
 
 

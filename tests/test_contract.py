@@ -24,6 +24,7 @@ CHEAPEST = {
     "deepsearch": "agentgym/DeepSearch-h1-v0",
     "miniwob": "agentgym/MiniWoB-click-test-v0",
     "scienceworld": "agentgym/ScienceWorld-boil-v0",
+    "swe": "agentgym/SWE-tools-v0",
     "textcraft": "agentgym/TextCraft-d1-v0",
     "textworld": "agentgym/TextWorld-w2-o3-q4-v0",
     "textworld_express": "agentgym/TWX-coin-v0",

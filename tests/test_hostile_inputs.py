@@ -59,7 +59,7 @@ INPUTS += [("long", t) for t in LONG]
 #: A harmless command per family, stepped last: the environment must still work.
 BENIGN = {"textworld": "look", "alfworld": "look", "scienceworld": "look around", "textworld_express": "look around",
           "babyai": "turn left", "textcraft": "inventory", "deepsearch": "apple", "miniwob": "hello",
-          "webshop": "hiking boots"}
+          "webshop": "hiking boots", "swe": "ls", "webarena": "hiking boots"}
 #: Families whose simulator is a story-file interpreter: backslash and meta-commands are refused.
 INTERPRETERS = {"textworld"}
 
@@ -172,7 +172,7 @@ def check_step(family: str, fmt: str, group: str, text: str, answer: dict[str, A
 
 
 FAMILIES = ["textworld", "alfworld", "scienceworld", "textworld_express", "babyai", "textcraft", "deepsearch",
-            "miniwob", "webshop"]
+            "miniwob", "webshop", "swe", "webarena"]
 
 
 @pytest.mark.parametrize("family", FAMILIES)

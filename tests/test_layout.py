@@ -241,13 +241,6 @@ def test_no_import_cycle_between_units() -> None:
     assert cycles == []
 
 
-#: Functions over 100 lines that other work items are splitting now.
-#: TODO(issue 21): remove each entry once its branch is merged (leaderboard split, AEPO out of the trainer's
-#: rollout); the two family factories have no owner in issue 21 yet.
-LONG_FUNCTIONS_TO_SPLIT = {
-    "agentgym_envs/families/alfworld.py:_fast_classes",  # TODO: classes built lazily around textworld's
-    "agentgym_envs/families/web/shop_site.py:make_handler",  # TODO: the shop site's request handler class
-}
 MAX_FUNCTION_LINES = 100
 
 
@@ -259,4 +252,4 @@ def test_no_function_is_over_100_lines() -> None:
                 if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                     if node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES:
                         long.append(f"{path.relative_to(REPO)}:{node.name}")
-    assert sorted(set(long) - LONG_FUNCTIONS_TO_SPLIT) == []
+    assert long == []

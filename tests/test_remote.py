@@ -59,6 +59,7 @@ FAMILIES = {
                importlib.util.find_spec("minigrid") is not None),
     "miniwob": ("agentgym/MiniWoB-click-test-v0", {"split": "test", "reward": "sparse"},
                 _chromium() and importlib.util.find_spec("miniwob") is not None),
+    "webarena": ("agentgym/WebArena-v0", {"split": "test", "expert_actions": True, "reward": "sparse"}, _chromium()),
 }
 
 # Actions no environment accepts: empty, nonsense, a broken tool call, over the length limit.

@@ -24,6 +24,7 @@ FAMILY_IDS = [
     "agentgym/ScienceWorld-boil-v0",
     "agentgym/MiniWoB-click-test-v0",
     "agentgym/WebShop-v0",
+    "agentgym/WebArena-v0",
 ]
 
 

@@ -90,6 +90,12 @@ class AgentGRPOConfig(GRPOConfig):
             ``p_branch``, ``penalty``, ``entropy_tokens``, ``variant``: ``"paper"``, default, or the released
             code's ``"released"``).  Branching needs environments with ``snapshot()``/``restore()`` or deepcopy
             support (DeepSearch, TextCraft).
+        eval_env_split / eval_tasks / eval_samples / eval_temperature: what the held-out evaluation plays (when
+            TRL's ``eval_strategy``, ``eval_steps`` and ``eval_on_start`` say): ``eval_samples`` episodes of each of
+            ``eval_tasks`` tasks (a count: the split's first N, ``None``/``"all"``: every task; or a list of
+            indices) of the ``eval_env_split`` split (default ``"test"``), greedy at ``eval_temperature=0``
+            (:mod:`trl_plugins.evaluation`).  Every run also writes ``output_dir/metrics.jsonl``
+            (:mod:`trl_plugins.run_log`).
     """
 
     env_id: str = field(default="agentgym/TextWorld-w2-o3-q4-v0", metadata={"help": "registered environment id"})
@@ -140,6 +146,7 @@ class AgentGRPOConfig(GRPOConfig):
     def __post_init__(self) -> None:
         self._decode_command_line_values()
         self.aepo = AEPOConfig.from_value(self.aepo)  # type: ignore[arg-type]
+        self._prepare_evaluation_and_logging()
         # Our rollouts own the episode data, so the columns TRL would drop must stay.
         self.remove_unused_columns = False
         if self.bf16 is None and not self.fp16:
@@ -268,6 +275,47 @@ class AgentGRPOConfig(GRPOConfig):
             if dataclasses.is_dataclass(value) and not isinstance(value, type):
                 out[key] = dataclasses.asdict(value)
         return out
+
+    # ---- held-out evaluation (trl_plugins.evaluation) and run logs (trl_plugins.run_log) -----------------------
+    # TRL's eval_strategy / eval_steps / eval_on_start / per_device_eval_batch_size say when and how many at once;
+    # these fields say what is played.
+    eval_env_split: str = field(default="test", metadata={"help": "split of the held-out evaluation tasks"})
+    eval_tasks: list[int] | str | int | None = field(
+        default=20,
+        metadata={"help": "held-out tasks: a count (the split's first N; 'all' for every task) or JSON indices"},
+    )
+    eval_samples: int = field(default=1, metadata={"help": "held-out episodes per task"})
+    eval_temperature: float = field(default=0.0, metadata={"help": "sampling temperature of evaluation (0: greedy)"})
+
+    def _prepare_evaluation_and_logging(self) -> None:
+        """Decode and check the ``eval_*`` fields and ``report_to``'s loggers (before ``GRPOConfig``'s checks)."""
+        from trl_plugins.run_log import check_loggers
+
+        if isinstance(self.eval_tasks, str):
+            text = self.eval_tasks.strip()
+            try:
+                self.eval_tasks = None if text.lower() in ("", "all", "none") else json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise TrainerConfigError(f"eval_tasks must be a count or a JSON list of task indices, not {text!r}") from exc
+        tasks = self.eval_tasks
+        if isinstance(tasks, bool) or not (
+            tasks is None or (isinstance(tasks, int) and tasks >= 1)
+            or (isinstance(tasks, list) and tasks and all(isinstance(i, int) and i >= 0 for i in tasks))
+        ):
+            raise TrainerConfigError(f"eval_tasks must be a count >= 1 or a list of task indices >= 0, not {tasks!r}")
+        if self.eval_samples < 1:
+            raise TrainerConfigError(f"eval_samples must be >= 1, got {self.eval_samples}")
+        if self.eval_temperature < 0:
+            raise TrainerConfigError(f"eval_temperature must be >= 0 (0: greedy), got {self.eval_temperature}")
+        if self.eval_env_split == "train":
+            import warnings
+
+            warnings.warn("eval_env_split='train': the evaluation tasks are training tasks, not held out", stacklevel=3)
+        # GRPOConfig wants per_device_eval_batch_size to hold whole groups of num_generations_eval completions when
+        # eval_strategy is set; the held-out evaluation that then runs plays ungrouped episodes.
+        if self.num_generations_eval is None and str(getattr(self.eval_strategy, "value", self.eval_strategy)) != "no":
+            self.num_generations_eval = 1
+        check_loggers(self.report_to)
 
 
 @dataclass

@@ -61,6 +61,7 @@ from trl_plugins.advantages import turn_advantages
 from trl_plugins.aepo import BranchingStats, action_entropies, run_branching_episodes
 from trl_plugins.config import AgentGRPOConfig, AgentPPOConfig
 from trl_plugins.errors import TrainerConfigError
+from trl_plugins.evaluation import HeldOutEvaluation
 from trl_plugins.hooks import (
     UNSCALED_LOSS_TYPES,
     EPOHook,
@@ -72,6 +73,7 @@ from trl_plugins.hooks import (
     entropy_metrics,
 )
 from trl_plugins.hooks.reductions import masked_mean, per_token_kl
+from trl_plugins.run_log import MetricsLogCallback
 from trl_plugins.sampling import sample_batch
 from trl_plugins.vllm_colocate import importance_sampling_ratio, sampling_logps
 
@@ -97,7 +99,7 @@ class _HookStepCallback(TrainerCallback):
         self.trainer.close_envs()
 
 
-class AgentGRPOTrainer(GRPOTrainer):
+class AgentGRPOTrainer(HeldOutEvaluation, GRPOTrainer):
     """GRPO (and Dr.GRPO, RLOO, REINFORCE++, GiGPO) on multi-turn episodes of an agentgym environment.
 
     Args:
@@ -110,6 +112,8 @@ class AgentGRPOTrainer(GRPOTrainer):
         loss_hooks: :class:`~trl_plugins.hooks.LossHook` instances (added after those named in ``args``; the
             whole list goes through :func:`~trl_plugins.hooks.build_hooks`).
         env_factory: builds one environment (default: ``make_env(args.env_id, split="train", ...)``).
+        eval_env_factory: builds one held-out environment for ``evaluate()`` (default: the training environment
+            on ``args.eval_env_split``; needed with a custom ``env_factory``), see :mod:`trl_plugins.evaluation`.
 
     Example:
         >>> trainer = AgentGRPOTrainer(model, args=AgentGRPOConfig(output_dir="runs/x"),
@@ -133,6 +137,7 @@ class AgentGRPOTrainer(GRPOTrainer):
         peft_config: Any = None,
         loss_hooks: Sequence[LossHook] | None = None,
         env_factory: Callable[[], gym.Env] | None = None,
+        eval_env_factory: Callable[[], gym.Env] | None = None,
     ):
         if args is None:
             args = self.config_class(output_dir="runs/agentgym")
@@ -174,6 +179,8 @@ class AgentGRPOTrainer(GRPOTrainer):
                 reward_funcs=[environment_reward],
                 args=args,
                 train_dataset=train_dataset,
+                # the held-out tasks (trl_plugins.evaluation)
+                eval_dataset=self.held_out_dataset(args, eval_env_factory, custom_env_factory=env_factory is not None),
                 processing_class=processing_class,
                 callbacks=callbacks,
                 optimizers=optimizers,
@@ -205,6 +212,7 @@ class AgentGRPOTrainer(GRPOTrainer):
         self._needs_entropy_grad = any(h.needs_entropy for h in self.loss_hooks)
         self._needs_old_entropy = any(h.needs_old_entropy for h in self.loss_hooks)
         self.add_callback(_HookStepCallback(self))
+        self.add_callback(MetricsLogCallback())  # output_dir/metrics.jsonl, whatever report_to says
         self.last_episodes: list[Episode] = []
         self.last_rollout_stats = RolloutStats()
         self._aepo_rng = random.Random(args.seed)  # U(0, 1) draws of AEPO branching
@@ -287,6 +295,7 @@ class AgentGRPOTrainer(GRPOTrainer):
                 env.close()
         self._env_pool.clear()
         self._worker_groups.clear()
+        self.close_eval_envs()
         if self.use_vllm and getattr(self, "generation_backend", None) is not None:
             self.generation_backend.close()
             self.generation_backend = None

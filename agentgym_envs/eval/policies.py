@@ -484,8 +484,16 @@ def make_policy(spec: str, seed: int = 0, temperature: float = 0.7, max_new_toke
     if kind == "openai" and "#" in rest:
         url, model = rest.rsplit("#", 1)
         return OpenAIPolicy(url, model, os.environ.get("OPENAI_API_KEY"), temperature=temperature, max_new_tokens=max_new_tokens)
-    raise PolicyError(
-        f"unknown policy {spec!r}: use random, expert, smollm2, hf:PATH[+ADAPTER], vllm:PATH or openai:URL#MODEL"
+    raise _unknown_policy(spec)
+
+
+def _unknown_policy(spec: str) -> PolicyError:
+    import difflib
+
+    close = difflib.get_close_matches(spec, [*SCRIPTED_POLICIES, "smollm2"], n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return PolicyError(
+        f"unknown policy {spec!r}{hint}: use random, expert, smollm2, hf:PATH[+ADAPTER], vllm:PATH or openai:URL#MODEL"
     )
 
 
@@ -517,9 +525,7 @@ def check_policy_spec(spec: str) -> None:
         return
     if kind == "openai" and "#" in rest:
         return
-    raise PolicyError(
-        f"unknown policy {spec!r}: use random, expert, smollm2, hf:PATH[+ADAPTER], vllm:PATH or openai:URL#MODEL"
-    )
+    raise _unknown_policy(spec)
 
 
 def default_policies() -> tuple[str, ...]:

@@ -1,4 +1,4 @@
-"""Web environments in headless Chromium: the shared machinery and the two web families.
+"""Web environments in headless Chromium: the shared machinery and the web families.
 
 ============================  ====================================================================
 module                        what it holds
@@ -12,6 +12,7 @@ module                        what it holds
 :mod:`.miniwob`               the MiniWoB++ family (``agentgym/MiniWoB-*-v0``)
 :mod:`.shop`                  the WebShop-style family (``agentgym/WebShop-v0``)
 :mod:`.shop_site`             the shop's catalogue (SQLite) and its pages
+:mod:`.webarena`              WebArena's tasks and evaluators on embedded sites (``agentgym/WebArena-v0``)
 ============================  ====================================================================
 
 Example:

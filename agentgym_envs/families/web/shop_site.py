@@ -291,6 +291,190 @@ def _layout(title: str, body: str, state: ShopState, query: str = "") -> str:
     )
 
 
+class ShopRequestHandler(BaseHTTPRequestHandler):
+    """The shop's pages and forms; :func:`make_handler` binds a subclass to one shop's catalogue and cart state."""
+
+    catalogue: ShopCatalogue
+    state: ShopState
+    server_version = "AgentGymShop/1"
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - base-class signature
+        pass
+
+    # -- plumbing --
+    def _send(self, status: int, body: str) -> None:
+        data = body.encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _redirect(self, location: str) -> None:
+        self.send_response(303)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _form(self) -> dict[str, str]:
+        length = int(self.headers.get("Content-Length") or 0)
+        data = self.rfile.read(length).decode("utf-8", "replace") if length else ""
+        return {k: v[0] for k, v in parse_qs(data).items()}
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server naming
+        parts = urlsplit(self.path)
+        query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        path = parts.path.rstrip("/") or "/"
+        try:
+            if path == "/":
+                return self._send(200, self._home())
+            if path == "/search":
+                return self._send(200, self._search(query))
+            if path.startswith("/product/") and path.split("/")[-1].isdigit():
+                return self._product(int(path.split("/")[-1]), error="")
+            if path == "/cart":
+                return self._send(200, self._cart())
+            if path == "/checkout":
+                return self._send(200, self._checkout())
+            if path.startswith("/order/") and path.split("/")[-1].isdigit():
+                return self._send(200, self._order(int(path.split("/")[-1])))
+        except (ValueError, KeyError):
+            return self._send(400, _layout("Bad request", "<h1>Bad request</h1>", self.state))
+        self._send(404, _layout("Not found", "<h1>Page not found</h1>", self.state))
+
+    def do_POST(self) -> None:  # noqa: N802
+        path = urlsplit(self.path).path
+        form = self._form()
+        if path == "/cart/add":
+            return self._add(form)
+        if path == "/cart/remove":
+            index = int(form.get("index", "-1")) if form.get("index", "").isdigit() else -1
+            with self.state.lock:
+                if 0 <= index < len(self.state.cart):
+                    self.state.cart.pop(index)
+            return self._redirect("/cart")
+        if path == "/order":
+            with self.state.lock:
+                if not self.state.cart:
+                    return self._redirect("/checkout")
+                self.state.orders.append(list(self.state.cart))
+                self.state.cart.clear()
+                number = len(self.state.orders)
+            return self._redirect(f"/order/{number}")
+        self._send(404, _layout("Not found", "<h1>Page not found</h1>", self.state))
+
+    # -- pages --
+    def _home(self) -> str:
+        links = "".join(
+            f"<li><a href='/search?{urlencode({'category': c})}'>{_e(c.title())}</a></li>" for c in sorted(CATEGORIES)
+        )
+        return _layout("Home", f"<h1>Welcome to the shop</h1><h2>Categories</h2><ul>{links}</ul>", self.state)
+
+    def _search(self, q: dict[str, str]) -> str:
+        text = q.get("q", "")
+        category = q.get("category", "") if q.get("category", "") in CATEGORIES else ""
+        color = q.get("color", "") if q.get("color", "") in COLORS else ""
+        feature = q.get("feature", "")
+        if feature not in self.catalogue.features(category or None):
+            feature = ""
+        try:
+            max_price = float(q["max_price"]) if q.get("max_price", "").strip() else None
+        except ValueError:
+            max_price = None
+        page = int(q["page"]) if q.get("page", "").isdigit() else 1
+        rows, total = self.catalogue.search(text, category, color, feature, max_price, page)
+        pages = max(1, -(-total // PAGE_SIZE))
+        keep = {k: v for k, v in (("q", text), ("category", category), ("color", color), ("feature", feature),
+                                  ("max_price", q.get("max_price", ""))) if v}
+        filters = (
+            "<form action='/search' method='get' aria-label='Filters'>"
+            f"<input type='hidden' name='q' value='{_e(text)}'>"
+            + _select("category", "Category", sorted(CATEGORIES), category, "any category")
+            + _select("color", "Color", list(COLORS), color, "any color")
+            + _select("feature", "Feature", self.catalogue.features(category or None), feature, "any feature")
+            + "<label for='max_price'>Max price</label> "
+            f"<input type='text' id='max_price' name='max_price' value='{_e(q.get('max_price', ''))}'>"
+            "<button type='submit'>Apply filters</button></form>"
+        )
+        items = "".join(
+            f"<div class='result'><a href='/product/{r['id']}'>{_e(r['title'])}</a> "
+            f"<span>${r['price']:.2f}</span></div>"
+            for r in rows
+        ) or "<p>No products match.</p>"
+        nav = []
+        if page > 1:
+            nav.append(f"<a href='/search?{urlencode({**keep, 'page': page - 1})}'>Previous page</a>")
+        if page < pages:
+            nav.append(f"<a href='/search?{urlencode({**keep, 'page': page + 1})}'>Next page</a>")
+        body = (
+            f"<h1>Search results</h1>{filters}<p>{total} products, page {min(page, pages)} of {pages}</p>"
+            f"<div id='results'>{items}</div><div>{' '.join(nav)}</div>"
+        )
+        return _layout("Search", body, self.state, text)
+
+    def _product(self, pid: int, error: str, chosen: dict[str, str] | None = None) -> None:
+        p = self.catalogue.product(pid)
+        if p is None:
+            return self._send(404, _layout("Not found", "<h1>No such product</h1>", self.state))
+        chosen = chosen or {}
+        body = (
+            f"<h1>{_e(p['title'])}</h1><p>Price: ${p['price']:.2f}</p><p>Brand: {_e(p['brand'])}</p>"
+            f"<p>Rating: {p['rating']:.1f} out of 5</p><p>Features: {_e(', '.join(p['features']))}</p>"
+            f"<p>{_e(p['description'])}</p>"
+            + (f"<p role='alert'>{_e(error)}</p>" if error else "")
+            + "<form action='/cart/add' method='post'>"
+            f"<input type='hidden' name='product_id' value='{pid}'>"
+            + _select("color", "Color", p["colors"], chosen.get("color", ""), "choose a color")
+            + _select("size", "Size", p["sizes"], chosen.get("size", ""), "choose a size")
+            + "<button type='submit'>Add to cart</button></form>"
+        )
+        self._send(200 if not error else 400, _layout(p["title"], body, self.state))
+
+    def _add(self, form: dict[str, str]) -> None:
+        pid = int(form["product_id"]) if form.get("product_id", "").isdigit() else -1
+        p = self.catalogue.product(pid)
+        if p is None:
+            return self._send(404, _layout("Not found", "<h1>No such product</h1>", self.state))
+        color, size = form.get("color", ""), form.get("size", "")
+        if color not in p["colors"] or size not in p["sizes"]:
+            missing = [n for n, v, ok in (("color", color, p["colors"]), ("size", size, p["sizes"])) if v not in ok]
+            return self._product(pid, f"Please choose a {' and a '.join(missing)}.", {"color": color, "size": size})
+        with self.state.lock:
+            self.state.cart.append(CartItem(pid, p["title"], p["price"], color, size))
+        self._redirect("/cart")
+
+    def _cart(self) -> str:
+        rows = "".join(
+            f"<li><a href='/product/{it.product_id}'>{_e(it.title)}</a> <span>color {_e(it.color)}, size "
+            f"{_e(it.size)}, ${it.price:.2f}</span><form action='/cart/remove' method='post' style='display:inline'>"
+            f"<input type='hidden' name='index' value='{i}'><button type='submit'>Remove</button></form></li>"
+            for i, it in enumerate(self.state.cart)
+        )
+        total = sum(it.price for it in self.state.cart)
+        body = (
+            f"<h1>Your cart</h1><ul>{rows}</ul><p>Total: ${total:.2f}</p><a href='/checkout'>Proceed to checkout</a>"
+            if self.state.cart else "<h1>Your cart</h1><p>Your cart is empty.</p>"
+        )
+        return _layout("Cart", body, self.state)
+
+    def _checkout(self) -> str:
+        if not self.state.cart:
+            return _layout("Checkout", "<h1>Checkout</h1><p>Your cart is empty.</p>", self.state)
+        lines = "".join(f"<li>{_e(it.title)} ({_e(it.color)}, {_e(it.size)}) ${it.price:.2f}</li>" for it in self.state.cart)
+        body = (
+            f"<h1>Checkout</h1><ul>{lines}</ul><p>Total: ${sum(i.price for i in self.state.cart):.2f}</p>"
+            "<form action='/order' method='post'><button type='submit'>Place order</button></form>"
+        )
+        return _layout("Checkout", body, self.state)
+
+    def _order(self, number: int) -> str:
+        if not 1 <= number <= len(self.state.orders):
+            return _layout("Order", "<h1>No such order</h1>", self.state)
+        items = "".join(f"<li>{_e(i.title)} ({_e(i.color)}, {_e(i.size)})</li>" for i in self.state.orders[number - 1])
+        return _layout("Order placed", f"<h1>Thank you! Order #{number} is placed.</h1><ul>{items}</ul>", self.state)
+
+
 def make_handler(catalogue: ShopCatalogue, state: ShopState) -> type[BaseHTTPRequestHandler]:
     """The request handler class of one shop (its catalogue and its cart state).
 
@@ -299,185 +483,5 @@ def make_handler(catalogue: ShopCatalogue, state: ShopState) -> type[BaseHTTPReq
         >>> handler.__name__
         'ShopHandler'
     """
-
-    class ShopHandler(BaseHTTPRequestHandler):
-        server_version = "AgentGymShop/1"
-
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - base-class signature
-            pass
-
-        # -- plumbing --
-        def _send(self, status: int, body: str) -> None:
-            data = body.encode("utf-8")
-            self.send_response(status)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(data)))
-            self.send_header("Cache-Control", "no-store")
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _redirect(self, location: str) -> None:
-            self.send_response(303)
-            self.send_header("Location", location)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def _form(self) -> dict[str, str]:
-            length = int(self.headers.get("Content-Length") or 0)
-            data = self.rfile.read(length).decode("utf-8", "replace") if length else ""
-            return {k: v[0] for k, v in parse_qs(data).items()}
-
-        def do_GET(self) -> None:  # noqa: N802 - http.server naming
-            parts = urlsplit(self.path)
-            query = {k: v[0] for k, v in parse_qs(parts.query).items()}
-            path = parts.path.rstrip("/") or "/"
-            try:
-                if path == "/":
-                    return self._send(200, self._home())
-                if path == "/search":
-                    return self._send(200, self._search(query))
-                if path.startswith("/product/") and path.split("/")[-1].isdigit():
-                    return self._product(int(path.split("/")[-1]), error="")
-                if path == "/cart":
-                    return self._send(200, self._cart())
-                if path == "/checkout":
-                    return self._send(200, self._checkout())
-                if path.startswith("/order/") and path.split("/")[-1].isdigit():
-                    return self._send(200, self._order(int(path.split("/")[-1])))
-            except (ValueError, KeyError):
-                return self._send(400, _layout("Bad request", "<h1>Bad request</h1>", state))
-            self._send(404, _layout("Not found", "<h1>Page not found</h1>", state))
-
-        def do_POST(self) -> None:  # noqa: N802
-            path = urlsplit(self.path).path
-            form = self._form()
-            if path == "/cart/add":
-                return self._add(form)
-            if path == "/cart/remove":
-                index = int(form.get("index", "-1")) if form.get("index", "").isdigit() else -1
-                with state.lock:
-                    if 0 <= index < len(state.cart):
-                        state.cart.pop(index)
-                return self._redirect("/cart")
-            if path == "/order":
-                with state.lock:
-                    if not state.cart:
-                        return self._redirect("/checkout")
-                    state.orders.append(list(state.cart))
-                    state.cart.clear()
-                    number = len(state.orders)
-                return self._redirect(f"/order/{number}")
-            self._send(404, _layout("Not found", "<h1>Page not found</h1>", state))
-
-        # -- pages --
-        def _home(self) -> str:
-            links = "".join(
-                f"<li><a href='/search?{urlencode({'category': c})}'>{_e(c.title())}</a></li>" for c in sorted(CATEGORIES)
-            )
-            return _layout("Home", f"<h1>Welcome to the shop</h1><h2>Categories</h2><ul>{links}</ul>", state)
-
-        def _search(self, q: dict[str, str]) -> str:
-            text = q.get("q", "")
-            category = q.get("category", "") if q.get("category", "") in CATEGORIES else ""
-            color = q.get("color", "") if q.get("color", "") in COLORS else ""
-            feature = q.get("feature", "")
-            if feature not in catalogue.features(category or None):
-                feature = ""
-            try:
-                max_price = float(q["max_price"]) if q.get("max_price", "").strip() else None
-            except ValueError:
-                max_price = None
-            page = int(q["page"]) if q.get("page", "").isdigit() else 1
-            rows, total = catalogue.search(text, category, color, feature, max_price, page)
-            pages = max(1, -(-total // PAGE_SIZE))
-            keep = {k: v for k, v in (("q", text), ("category", category), ("color", color), ("feature", feature),
-                                      ("max_price", q.get("max_price", ""))) if v}
-            filters = (
-                "<form action='/search' method='get' aria-label='Filters'>"
-                f"<input type='hidden' name='q' value='{_e(text)}'>"
-                + _select("category", "Category", sorted(CATEGORIES), category, "any category")
-                + _select("color", "Color", list(COLORS), color, "any color")
-                + _select("feature", "Feature", catalogue.features(category or None), feature, "any feature")
-                + "<label for='max_price'>Max price</label> "
-                f"<input type='text' id='max_price' name='max_price' value='{_e(q.get('max_price', ''))}'>"
-                "<button type='submit'>Apply filters</button></form>"
-            )
-            items = "".join(
-                f"<div class='result'><a href='/product/{r['id']}'>{_e(r['title'])}</a> "
-                f"<span>${r['price']:.2f}</span></div>"
-                for r in rows
-            ) or "<p>No products match.</p>"
-            nav = []
-            if page > 1:
-                nav.append(f"<a href='/search?{urlencode({**keep, 'page': page - 1})}'>Previous page</a>")
-            if page < pages:
-                nav.append(f"<a href='/search?{urlencode({**keep, 'page': page + 1})}'>Next page</a>")
-            body = (
-                f"<h1>Search results</h1>{filters}<p>{total} products, page {min(page, pages)} of {pages}</p>"
-                f"<div id='results'>{items}</div><div>{' '.join(nav)}</div>"
-            )
-            return _layout("Search", body, state, text)
-
-        def _product(self, pid: int, error: str, chosen: dict[str, str] | None = None) -> None:
-            p = catalogue.product(pid)
-            if p is None:
-                return self._send(404, _layout("Not found", "<h1>No such product</h1>", state))
-            chosen = chosen or {}
-            body = (
-                f"<h1>{_e(p['title'])}</h1><p>Price: ${p['price']:.2f}</p><p>Brand: {_e(p['brand'])}</p>"
-                f"<p>Rating: {p['rating']:.1f} out of 5</p><p>Features: {_e(', '.join(p['features']))}</p>"
-                f"<p>{_e(p['description'])}</p>"
-                + (f"<p role='alert'>{_e(error)}</p>" if error else "")
-                + "<form action='/cart/add' method='post'>"
-                f"<input type='hidden' name='product_id' value='{pid}'>"
-                + _select("color", "Color", p["colors"], chosen.get("color", ""), "choose a color")
-                + _select("size", "Size", p["sizes"], chosen.get("size", ""), "choose a size")
-                + "<button type='submit'>Add to cart</button></form>"
-            )
-            self._send(200 if not error else 400, _layout(p["title"], body, state))
-
-        def _add(self, form: dict[str, str]) -> None:
-            pid = int(form["product_id"]) if form.get("product_id", "").isdigit() else -1
-            p = catalogue.product(pid)
-            if p is None:
-                return self._send(404, _layout("Not found", "<h1>No such product</h1>", state))
-            color, size = form.get("color", ""), form.get("size", "")
-            if color not in p["colors"] or size not in p["sizes"]:
-                missing = [n for n, v, ok in (("color", color, p["colors"]), ("size", size, p["sizes"])) if v not in ok]
-                return self._product(pid, f"Please choose a {' and a '.join(missing)}.", {"color": color, "size": size})
-            with state.lock:
-                state.cart.append(CartItem(pid, p["title"], p["price"], color, size))
-            self._redirect("/cart")
-
-        def _cart(self) -> str:
-            rows = "".join(
-                f"<li><a href='/product/{it.product_id}'>{_e(it.title)}</a> <span>color {_e(it.color)}, size "
-                f"{_e(it.size)}, ${it.price:.2f}</span><form action='/cart/remove' method='post' style='display:inline'>"
-                f"<input type='hidden' name='index' value='{i}'><button type='submit'>Remove</button></form></li>"
-                for i, it in enumerate(state.cart)
-            )
-            total = sum(it.price for it in state.cart)
-            body = (
-                f"<h1>Your cart</h1><ul>{rows}</ul><p>Total: ${total:.2f}</p><a href='/checkout'>Proceed to checkout</a>"
-                if state.cart else "<h1>Your cart</h1><p>Your cart is empty.</p>"
-            )
-            return _layout("Cart", body, state)
-
-        def _checkout(self) -> str:
-            if not state.cart:
-                return _layout("Checkout", "<h1>Checkout</h1><p>Your cart is empty.</p>", state)
-            lines = "".join(f"<li>{_e(it.title)} ({_e(it.color)}, {_e(it.size)}) ${it.price:.2f}</li>" for it in state.cart)
-            body = (
-                f"<h1>Checkout</h1><ul>{lines}</ul><p>Total: ${sum(i.price for i in state.cart):.2f}</p>"
-                "<form action='/order' method='post'><button type='submit'>Place order</button></form>"
-            )
-            return _layout("Checkout", body, state)
-
-        def _order(self, number: int) -> str:
-            if not 1 <= number <= len(state.orders):
-                return _layout("Order", "<h1>No such order</h1>", state)
-            items = "".join(f"<li>{_e(i.title)} ({_e(i.color)}, {_e(i.size)})</li>" for i in state.orders[number - 1])
-            return _layout("Order placed", f"<h1>Thank you! Order #{number} is placed.</h1><ul>{items}</ul>", state)
-
-    return ShopHandler
+    return type("ShopHandler", (ShopRequestHandler,), {"catalogue": catalogue, "state": state})
 

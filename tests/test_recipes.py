@@ -1,0 +1,59 @@
+"""The recipes start and complete one step of every stage with a tiny random model (``--smoke``)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from recipes import gpu, smollm2_cpu
+from recipes.stages import STAGE_FILE, RLSettings, stage_done
+
+
+def _check_outputs(out, stages: int) -> dict:
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["evaluations"]) == stages
+    for record in results["evaluations"]:
+        assert 0.0 <= record["success_ci_low"] <= record["success_rate"] <= record["success_ci_high"] <= 1.0
+        assert record["episodes"] >= 1
+    assert (out / "results.md").read_text().count("\n| ") == stages + 1  # header + one row per evaluation
+    assert (out / "success_by_stage.png").stat().st_size > 1000
+    return results
+
+
+def test_cpu_recipe_smoke_runs_every_stage_and_resumes(tmp_path):
+    out = tmp_path / "cpu"
+    args = ["--out", str(out), "--smoke", "--families", "textworld", "--base-rl-steps", "0"]
+    smollm2_cpu.main(args)
+    _check_outputs(out, stages=3)  # base, sft, sft+grpo
+    log = json.loads((out / "textworld" / "sft-grpo" / "log_history.json").read_text())
+    assert any("reward" in row for row in log) and log[-1]["step"] == 1
+    assert (out / "rl_curves_textworld.png").is_file()
+    marks = {p: p.stat().st_mtime_ns for p in out.rglob(STAGE_FILE)}
+    smollm2_cpu.main(args)  # everything finished: every stage is skipped
+    assert {p: p.stat().st_mtime_ns for p in out.rglob(STAGE_FILE)} == marks
+
+
+def test_cpu_recipe_rejects_an_unknown_family(tmp_path):
+    with pytest.raises(SystemExit, match="unknown families"):
+        smollm2_cpu.main(["--out", str(tmp_path), "--smoke", "--families", "chess"])
+
+
+@pytest.mark.parametrize("name", sorted(gpu.EXPERIMENTS))
+def test_gpu_recipe_smoke_completes_one_step_per_arm(tmp_path, name):
+    experiment = gpu.smoke_version(gpu.EXPERIMENTS[name])
+    # One arm per test keeps the test short; the arm kept is the experiment's distinctive one (its hook / schedule).
+    arm = experiment.arms[-1]
+    experiment = gpu.replace(experiment, arms=(arm,), families=(arm.family,))
+    results = gpu.run_experiment(experiment, tmp_path, f"recipes/gpu.py {name} --smoke")
+    stages = 2 + (experiment.sft is not None)  # base, [sft], the arm
+    _check_outputs(tmp_path, stages)
+    folder = tmp_path / arm.family.name / arm.label.replace("+", "-")
+    assert stage_done(folder)["settings"]["loss_hooks"] == list(arm.settings.loss_hooks)
+    log = json.loads((folder / "log_history.json").read_text())
+    assert [row["step"] for row in log if "loss" in row] == [1]
+    assert results["target"] == gpu.EXPERIMENTS[name].target
+
+
+def test_rl_settings_count_episodes_per_step():
+    assert RLSettings(tasks_per_step=3, num_generations=4).episodes_per_step == 12

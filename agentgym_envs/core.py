@@ -49,9 +49,9 @@ from __future__ import annotations
 import abc
 import copy
 import sys
-from collections.abc import Hashable, Iterator, Mapping, Sequence
+from collections.abc import Container, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import ModuleType
+from types import CodeType, ModuleType
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import gymnasium as gym
@@ -337,9 +337,11 @@ class TextEnv(gym.Env[str, str], abc.ABC):
 
         splits = self._task_splits()
         splits.assert_disjoint()
-        available = list(splits.get(split))
+        split_tasks = splits.get(split)
+        available = list(split_tasks)
         if tasks is not None:
-            unknown = [t for t in tasks if t not in set(available)]
+            known = set(available)
+            unknown = [t for t in tasks if t not in known]
             if unknown:
                 raise UnknownTaskError(f"tasks not in the {split!r} split: {unknown[:5]}")
             available = list(tasks)
@@ -348,6 +350,9 @@ class TextEnv(gym.Env[str, str], abc.ABC):
         if not available:
             raise UnknownTaskError(f"no tasks left in split {split!r} with seed_range={seed_range}")
         self.task_ids: list[Hashable] = available
+        # Built once: reset checks membership on every call (a range answers it without a set of its own).
+        whole_range = isinstance(split_tasks, range) and len(available) == len(split_tasks)
+        self._known_tasks: Container[Hashable] = split_tasks if whole_range else frozenset(available)
         self.task_id: Hashable | None = None
         self._instruction = ""
         self._score = 0.0
@@ -416,7 +421,7 @@ class TextEnv(gym.Env[str, str], abc.ABC):
         options = dict(options or {})
         if "task" in options:
             task = options["task"]
-            if task not in set(self.task_ids):
+            if task not in self._known_tasks:
                 raise UnknownTaskError(f"task {task!r} is not among this environment's {self.split!r} tasks")
         else:
             task = self.task_ids[int(self.np_random.integers(len(self.task_ids)))]
@@ -446,12 +451,17 @@ class TextEnv(gym.Env[str, str], abc.ABC):
             projected = closest_action(self.parser.command_text(call), self._admissible())
             if projected is not None:
                 call = self.parser.to_call(projected)
-        command = self.parser.command_text(call)
+        command = parsed.command if call is parsed.call else None
+        if command is None:  # projected, or a parser that does not fill it in
+            command = self.parser.command_text(call)
         refusal = self._refuse(command)
         if refusal is not None:
             return self._rejected(ParsedAction(raw=raw, error=refusal, thought=parsed.thought), format_help=False)
         try:
-            transition = self._execute_call(call)
+            if type(self)._execute_call is TextEnv._execute_call:  # the default: the command is already written
+                transition = self._execute(command)
+            else:
+                transition = self._execute_call(call)
         except EnvironmentCrashedError as exc:
             self._done = True
             return crash_outcome(self._info(action=command, raw_action=raw, parse_error=None, lazy=False), str(exc))
@@ -526,18 +536,28 @@ def wrapping_time_limit_ends_step(env: gym.Env) -> bool:
         frame = frame.f_back
         if frame is None:
             return False
-        if frame.f_code.co_name != "step" or "self" not in frame.f_code.co_varnames:
+        code = frame.f_code
+        if code.co_name != "step" or "self" not in code.co_varnames:
+            continue
+        # Reading f_locals copies the frame's locals: each step method's code is looked at once, and only
+        # the steps of TimeLimit (or of its subclasses) are read again.
+        if _STEP_OF_TIME_LIMIT.get(code) is False:
             continue
         caller = frame.f_locals.get("self")
-        if isinstance(caller, TimeLimit) and caller.unwrapped is env:
-            elapsed = caller._elapsed_steps  # incremented after the inner step returns
-            if elapsed is not None and elapsed + 1 >= caller._max_episode_steps:
-                return True
+        is_limit = _STEP_OF_TIME_LIMIT[code] = isinstance(caller, TimeLimit)
+        if not is_limit:
+            continue
+        elapsed = caller._elapsed_steps  # incremented after the inner step returns
+        # The limit first: walking down to the unwrapped environment costs more, and is rarely needed.
+        if elapsed is not None and elapsed + 1 >= caller._max_episode_steps and caller.unwrapped is env:
+            return True
     return False
 
 
 # Deep enough for gym.make's stack (checker, order, limit) under a user's wrappers; beyond it nothing is found.
 _TIME_LIMIT_SEARCH_FRAMES = 24
+#: Whether a ``step`` method's code belongs to a TimeLimit (filled as frames are first seen).
+_STEP_OF_TIME_LIMIT: dict[CodeType, bool] = {}
 
 
 def render_text(render_mode: str | None, text: str) -> str | None:

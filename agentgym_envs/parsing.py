@@ -157,11 +157,16 @@ class ActionParser:
         self.format = format
         self.tools = {t.name: t for t in tools}
         self.max_chars = max_chars
+        self._single_argument_tool = self._find_single_argument_tool()
+        self._parse_format = getattr(self, f"_parse_{format}")
 
     # -- public -----------------------------------------------------------------
     @property
     def single_argument_tool(self) -> ToolSpec | None:
         """The tool whose argument *is* the payload of plain/tags/react text, if there is one."""
+        return self._single_argument_tool
+
+    def _find_single_argument_tool(self) -> ToolSpec | None:
         if len(self.tools) == 1:
             (tool,) = self.tools.values()
             if len(tool.parameters) == 1:
@@ -251,7 +256,7 @@ class ActionParser:
             return ParsedAction(raw=raw, error=problem)
         if not text.strip():
             return ParsedAction(raw=raw, error="the action is empty")
-        return getattr(self, f"_parse_{self.format}")(raw, text)
+        return self._parse_format(raw, text)
 
     def _payload(self, raw: str, payload: str, thought: str | None = None) -> ParsedAction:
         payload = payload.strip().strip("`").strip()
@@ -333,6 +338,13 @@ class ActionParser:
         return self._ok(raw, ToolCall(tool.name, values), thought)
 
     def _parse_plain(self, raw: str, text: str) -> ParsedAction:
+        single = self._single_argument_tool
+        if single is not None and text.isascii() and text.isprintable():
+            # One line of clean text (the usual action): what _payload and _ok would make of it, minus the
+            # line splitting and the sanitising that cannot change it; a step's parse is on every turn.
+            command = text.strip().strip("`").strip()
+            if command:
+                return ParsedAction(raw=raw, call=ToolCall(single.name, {single.parameters[0]: command}), command=command)
         return self._payload(raw, text)
 
     _THINK = re.compile(r"<think>(.*?)</think>", re.S | re.I)
@@ -415,6 +427,8 @@ def sanitize_text(text: str) -> tuple[str, str | None]:
         >>> sanitize_text("go\u200b north")
         ('go north', None)
     """
+    if text.isascii() and text.isprintable():  # the common case, already clean: NFKC and the checks change nothing
+        return text, None
     if "\x00" in text:
         return text, "the action contains NUL bytes (binary data)"
     text = unicodedata.normalize("NFKC", text).translate(_INVISIBLE)
@@ -446,6 +460,8 @@ def sanitize_argument(value: str) -> tuple[str, str | None]:
         >>> sanitize_argument("look\\x00around")[1]
         'contains NUL bytes (binary data)'
     """
+    if value.isascii() and value.isprintable():  # no tab, break or control character: only the strip applies
+        return value.strip(), None
     if "\x00" in value:
         return value, "contains NUL bytes (binary data)"
     if any(c in _LINE_BREAKS for c in value):

@@ -1,12 +1,15 @@
-"""The throughput benchmark's manners: it keeps the user's cache, removes its own, and fails loudly."""
+"""The throughput benchmark's manners: it keeps the user's cache, removes its own, fails loudly, and its rows compare the same work."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -35,6 +38,49 @@ def test_alfworld_row_without_data_fails_loudly_and_leaves_no_temporary_cache(tm
     assert list(scratch.iterdir()) == []  # the temporary cache it made is gone
     # With $AGENTGYM_CACHE set, that cache is used and no temporary one is made.
     user_cache = tmp_path / "user-cache"
-    result = _run_throughput(checkout, {**env, "AGENTGYM_CACHE": str(user_cache)}, "--family", "babyai", "--quick")
+    rows_json = tmp_path / "rows.json"
+    result = _run_throughput(checkout, {**env, "AGENTGYM_CACHE": str(user_cache)}, "--family", "babyai", "--quick",
+                             "--json", str(rows_json))
     assert result.returncode == 0, result.stderr[-2000:]
     assert list(scratch.iterdir()) == []
+    _assert_honest_rows(json.loads(rows_json.read_text()), families={"babyai"})
+
+
+def _assert_honest_rows(rows: list[dict], families: set[str]) -> None:
+    """Both sides of a row did the same work, measured at least three times, with load and CPU share recorded."""
+    assert {r["family"] for r in rows} == families
+    compared = [r for r in rows if r["native"] is not None]
+    assert compared, rows
+    for row in rows:
+        ours, native = row["ours_side"], row["native_side"]
+        assert ours is not None and ours["repeats"] >= 3 and len(ours["rates"]) == ours["repeats"], row
+        assert 0 < ours["cpu_share"] and len(row["load"]) == 3, row
+        if row["native"] is not None:
+            assert native["units"] == ours["units"] > 0 and native["repeats"] == ours["repeats"], row
+            assert 0 < native["cpu_share"] and row["leaves_out"], row  # says what the comparison leaves out
+            assert row["ratio"] == pytest.approx(ours["rate"] / native["rate"])
+
+
+def test_textcraft_rows_time_the_same_steps_on_both_sides(tmp_path) -> None:
+    rows_json = tmp_path / "rows.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = _run_throughput(REPO, env, "--family", "textcraft", "--quick", "--json", str(rows_json))
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads(rows_json.read_text())
+    _assert_honest_rows(rows, families={"textcraft"})
+    assert "| ratio per CPU s |" in result.stdout and "load average" in result.stdout
+
+
+def test_a_row_whose_sides_did_different_work_is_refused() -> None:
+    sys.path.insert(0, str(REPO))
+    from benchmarks.throughput.common import head_to_head, measured
+
+    ours, native = head_to_head(lambda: 7, lambda: 7, repeats=3)
+    assert ours.units == native.units == 7 and ours.repeats == native.repeats == 3
+    with pytest.raises(RuntimeError, match="different work"):
+        head_to_head(lambda: 7, lambda: 8, repeats=3)
+    steps = iter(range(10))
+    with pytest.raises(RuntimeError, match="different amounts of work"):
+        measured(lambda: next(steps), repeats=3)
+    with pytest.raises(ValueError, match="at least 3"):
+        head_to_head(lambda: 1, lambda: 1, repeats=2)

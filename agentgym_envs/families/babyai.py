@@ -121,6 +121,9 @@ def normalize_command(text: str) -> int | None:
         >>> normalize_command("Turn LEFT."), normalize_command("go forward"), normalize_command("fly")
         (0, 2, None)
     """
+    exact = _ALIASES.get(text)  # the usual case, a command as listed (normalising would give the same action)
+    if exact is not None:
+        return exact
     key = re.sub(r"[^a-z ]+", " ", text.lower())
     key = " ".join(w for w in key.split() if w not in ("the", "a", "an"))
     return _ALIASES.get(key)
@@ -152,6 +155,13 @@ def _article(phrase: str) -> str:
     return f"an {phrase}" if phrase[0] in "aeiou" else f"a {phrase}"
 
 
+#: Descriptions already written, by view and carried object: an agent that turns, bumps into walls or
+#: tries an action that does nothing sees the same view again, and describing one costs about a tenth of
+#: minigrid's own step.  Cleared when full.
+_DESCRIBED: dict[tuple[bytes, tuple[int, ...], str, tuple[str, str] | None], str] = {}
+_DESCRIBED_MAX = 1 << 16
+
+
 def describe_view(image: Any, carrying: Any = None) -> str:
     """Describe minigrid's encoded egocentric view (``obs["image"]``, shape 7x7x3) in words.
 
@@ -167,6 +177,25 @@ def describe_view(image: Any, carrying: Any = None) -> str:
         >>> print(describe_view(view))
         You see a red ball 2 steps forward.
         You carry nothing.
+    """
+    held = None if carrying is None else (str(carrying.type), str(carrying.color))
+    key = (image.tobytes(), image.shape, image.dtype.str, held)
+    text = _DESCRIBED.get(key)
+    if text is None:
+        if len(_DESCRIBED) >= _DESCRIBED_MAX:
+            _DESCRIBED.clear()
+        text = _DESCRIBED[key] = describe_view_uncached(image, carrying)
+    return text
+
+
+def describe_view_uncached(image: Any, carrying: Any = None) -> str:
+    """:func:`describe_view` without its memory of views already described (for measuring the rendering).
+
+    Example:
+        >>> import numpy as np
+        >>> view = np.zeros((7, 7, 3), dtype=np.uint8); view[:, :, 0] = 1
+        >>> describe_view_uncached(view).splitlines()[-1]
+        'You carry nothing.'
     """
     cells = image.tolist()  # one C-level conversion; indexing numpy per cell is ~10x slower
     lines = []

@@ -138,7 +138,7 @@ class Recipe:
     inputs: tuple[tuple[Ingredient, int], ...]
     source: str = ""
 
-    @property
+    @functools.cached_property  # every reset compares and sorts hundreds of recipes by it
     def command(self) -> str:
         """The crafting command as the first observation shows it."""
         using = ", ".join(f"{n} {ing.name}" for ing, n in self.inputs)

@@ -28,7 +28,7 @@ class Document:
     title: str
     text: str
 
-    @property
+    @functools.cached_property  # every search result shows it
     def snippet(self) -> str:
         """The first sentence (at most 200 characters)."""
         first = re.split(r"(?<=[.!?])\s", self.text.strip(), maxsplit=1)[0]
@@ -86,8 +86,9 @@ class SearchIndex:
             return []
         k = min(k, len(self.documents))
         ids, scores = self._retriever.retrieve(tokens, k=k, show_progress=False)  # n_threads=0: no thread pool
-        hits = sorted(((float(s), int(i)) for i, s in zip(ids[0], scores[0], strict=True) if s > 0), key=lambda h: (-h[0], h[1]))
-        return [(self.documents[i], s) for s, i in hits]
+        # Plain Python numbers first (one C call each): iterating numpy scalars costs more than the sort.
+        hits = sorted((-s, i) for i, s in zip(ids[0].tolist(), scores[0].tolist(), strict=True) if s > 0)
+        return [(self.documents[i], -s) for s, i in hits]
 
     def get(self, title: str) -> Document | None:
         """The document whose title matches (case and spacing ignored), or ``None``."""

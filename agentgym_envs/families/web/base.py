@@ -170,6 +170,8 @@ class WebEnv(TextEnv):
             f" try {{ state = ({self.state_js}); }} catch (e) {{ state = null; }}"
             " return [snap(ex), state, location.href]; }"
         )
+        # An episode's first reading numbers the elements afresh, in the same round trip.
+        self._renumber_snapshot_script = f"(ex) => {{ ({CLEAR_IDS_JS})(); return ({self._snapshot_script})(ex); }}"
         super().__init__(**kwargs)
 
     @property
@@ -247,13 +249,8 @@ class WebEnv(TextEnv):
         assert session is not None
         start = self._web_start(task_id)
         self._instruction = start.instruction
-        try:
-            # Number the elements afresh each episode: the same task and seed give the same ids.
-            session.evaluate(CLEAR_IDS_JS, what="numbering the elements")
-        except Exception as exc:  # noqa: BLE001
-            session.raise_if_dead(exc)
-            raise
-        self._observe()
+        # Number the elements afresh each episode: the same task and seed give the same ids.
+        self._observe(renumber=True)
         return start
 
     def close(self) -> None:
@@ -325,14 +322,13 @@ class WebEnv(TextEnv):
         self._action_error = str(exc)
         return Transition(f"The page stopped responding: {exc}\n\n{self._observation()}", self._score)
 
-    def _observe(self) -> None:
+    def _observe(self, renumber: bool = False) -> None:
         session = self.session
         assert session is not None
+        script = self._renumber_snapshot_script if renumber else self._snapshot_script
         for attempt in range(3):
             try:
-                rows, state, href = session.evaluate(
-                    self._snapshot_script, list(self.excluded_element_ids), what="reading the page"
-                )
+                rows, state, href = session.evaluate(script, list(self.excluded_element_ids), what="reading the page")
                 break
             except Exception as exc:  # noqa: BLE001
                 session.raise_if_dead(exc)
@@ -395,6 +391,7 @@ class WebEnv(TextEnv):
         args = call.arguments
         page = session.page
         do = session.call
+        navigations = session.main_frame_navigations
         if call.name == "click":
             locator, tag = self._locate(session, args["element_id"])
             if tag == "OPTION":
@@ -450,6 +447,10 @@ class WebEnv(TextEnv):
             )
         else:  # the parser only lets declared tools through
             raise ActionFailed(f"unknown tool {call.name!r}")
+        if session.main_frame_navigations == navigations:
+            # Playwright's actions return after the navigations they start have committed (and the
+            # event has been dispatched): without one, the page is loaded already, and asking costs a round trip.
+            return
         try:
             timeout = self.browser_config.navigation_timeout_ms
             do(page.wait_for_load_state, "load", timeout=timeout, timeout_ms=timeout, what="waiting for the page")

@@ -36,6 +36,7 @@ import shutil
 import signal
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -424,6 +425,78 @@ def playwright_can_be_driven(shared: SharedBrowser | None) -> bool:
     return greenlet.getcurrent() is not getattr(shared._playwright, "_dispatcher_fiber", None)
 
 
+@dataclass(eq=False)
+class _Watch:
+    """One armed deadline: when it is due, the steps still to take, and the names of those taken."""
+
+    due: float
+    slack: float
+    steps: list[Callable[[], None]]
+    fired: list[str] = field(default_factory=list)
+
+
+class _Watchdog:
+    """The one thread that interrupts pages past their deadlines, for every session of the process.
+
+    A thread started per browser call cost more than many calls (over a millisecond on a loaded
+    machine, four or more times a step); arming and disarming a :class:`_Watch` here takes a lock.
+    A due watch takes its next step (see :meth:`BrowserSession.deadline`), then waits ``slack``
+    for the following one.
+    """
+
+    def __init__(self) -> None:
+        self._start_process()
+
+    def _start_process(self) -> None:
+        self._pid = os.getpid()
+        self._cond = threading.Condition()
+        self._armed: set[_Watch] = set()
+        self._wake_at = float("inf")  # when the thread wakes next; an earlier watch must wake it
+        self._thread: threading.Thread | None = None
+
+    def arm(self, timeout_s: float, slack_s: float, steps: tuple[Callable[[], None], ...]) -> _Watch:
+        if self._pid != os.getpid():  # a forked child has no watchdog thread (nor a usable lock)
+            self._start_process()
+        watch = _Watch(time.monotonic() + timeout_s, slack_s, list(steps))
+        with self._cond:
+            self._armed.add(watch)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="agentgym-browser-deadline", daemon=True)
+                self._thread.start()
+            if watch.due < self._wake_at:
+                self._cond.notify()
+        return watch
+
+    def disarm(self, watch: _Watch) -> None:
+        with self._cond:
+            self._armed.discard(watch)
+            watch.steps.clear()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                now = time.monotonic()
+                due = [w for w in self._armed if w.due <= now]
+                if not due:
+                    self._wake_at = min((w.due for w in self._armed), default=float("inf"))
+                    self._cond.wait(None if self._wake_at == float("inf") else self._wake_at - now)
+                    self._wake_at = 0.0  # awake: arm() need not notify until the thread sleeps again
+                    continue
+                taken = []
+                for w in due:
+                    step = w.steps.pop(0)
+                    w.fired.append(step.__name__)
+                    w.due = now + w.slack
+                    if not w.steps:
+                        self._armed.discard(w)
+                    taken.append(step)
+            for step in taken:  # outside the lock: a step only schedules work on Playwright's loop
+                step()
+
+
+_WATCHDOG = _Watchdog()
+
+
 class _Interrupter:
     """The handles a watchdog thread needs to interrupt one page, taken on the page's own thread.
 
@@ -531,7 +604,7 @@ class BrowserSession:
             )
             self.context.set_default_timeout(self.config.action_timeout_ms)
             self.context.set_default_navigation_timeout(self.config.navigation_timeout_ms)
-            self.context.route("**/*", self._route)
+            self.context.route(self._outside_allowed_origins(), self._route)
             if hasattr(self.context, "route_web_socket"):  # Playwright >= 1.48; else the sink alone blocks them
                 self.context.route_web_socket(re.compile(r".*"), self._route_web_socket)
             self.context.add_init_script(BLOCK_WEBRTC_JS)
@@ -607,29 +680,17 @@ class BrowserSession:
             yield
             return
         slack = DEADLINE_SLACK_MS / 1000
-        finished = threading.Event()
-        fired: list[str] = []
-
-        def watch() -> None:
-            steps = (interrupter.terminate_scripts, interrupter.close_page, interrupter.kill_browser)
-            wait = timeout_ms / 1000 + slack
-            for step in steps:
-                if finished.wait(wait):
-                    return
-                fired.append(step.__name__)
-                step()
-                wait = slack
-
-        watchdog = threading.Thread(target=watch, name="agentgym-browser-deadline", daemon=True)
+        steps = (interrupter.terminate_scripts, interrupter.close_page, interrupter.kill_browser)
+        watch = _WATCHDOG.arm(timeout_ms / 1000 + slack, slack, steps)
+        fired = watch.fired
         self._in_deadline = True
-        watchdog.start()
         failure: BaseException | None = None
         try:
             yield
         except Exception as exc:  # noqa: BLE001 - re-raised below, as a deadline error if one fired
             failure = exc
         finally:
-            finished.set()
+            _WATCHDOG.disarm(watch)
             self._in_deadline = False
         if fired:
             self.crashed = True  # interrupted: replaced on the next reset
@@ -689,6 +750,15 @@ class BrowserSession:
         return (href[len(origin):] or "/") if origin in self.allowed else href
 
     # ---- policy handlers -----------------------------------------------------------------
+    def _outside_allowed_origins(self) -> re.Pattern[str]:
+        """The URLs the route handler sees: those of other origins.
+
+        Playwright matches a pattern in its driver, so the requests of the task site itself (a page load
+        fetches several) go on without a round trip to this process; the handler checks again anyway.
+        """
+        origins = "|".join(re.escape(o) for o in sorted(self.allowed))
+        return re.compile(rf"^(?!(?:{origins})(?:[/?#]|$))", re.IGNORECASE)
+
     def _route(self, route: Any) -> None:
         url = route.request.url
         if _origin(url) in self.allowed:
@@ -714,6 +784,7 @@ class BrowserSession:
         # that routing does not see (data:, file:, blob:) are counted here.  Both are undone.
         if self.page is None or frame != self.page.main_frame:
             return
+        self.main_frame_navigations += 1
         url = frame.url
         if _origin(url) in self.allowed:
             self._last_allowed_url = url
@@ -734,6 +805,8 @@ class BrowserSession:
             self._pending_back = back
 
     _pending_back: str | None = None
+    #: Navigations of the page's main frame so far (an action that caused none need not wait for a load).
+    main_frame_navigations: int = 0
 
     def settle(self) -> bool:
         """Finish work the event handlers deferred: close new windows, undo a blocked navigation.

@@ -122,6 +122,19 @@ START_JS = r"""
 
 UTTERANCE_JS = "(() => { const u = core.getUtterance(); return (u && typeof u === 'object') ? u.utterance : u; })()"
 
+#: START_JS, then waiting (on animation frames, as Playwright's wait_for_function polls) for
+#: ``WOB_TASK_READY``, then the utterance: one round trip instead of three.
+START_AND_READ_JS = (
+    "async ([seed, mode, maxTime, waitMs]) => {"
+    f" ({START_JS.strip()})([seed, mode, maxTime]);"
+    " const until = performance.now() + waitMs;"
+    " while (WOB_TASK_READY !== true) {"
+    "   if (performance.now() > until) throw new Error(`the task was not ready after ${waitMs} ms`);"
+    "   await new Promise((resolve) => requestAnimationFrame(resolve));"
+    " }"
+    f" return {UTTERANCE_JS}; }}"
+)
+
 
 def html_dir() -> Path:
     """The ``html/`` folder of the installed ``miniwob`` package (found without importing it)."""
@@ -232,9 +245,10 @@ class MiniWoBEnv(WebEnv):
         try:
             session.call(page.wait_for_function, "typeof core !== 'undefined' && core.cover_div !== null",
                          what="waiting for the task page")
-            session.evaluate(START_JS, [str(seed), mode, max_time], what="starting the task")
-            session.call(page.wait_for_function, "WOB_TASK_READY === true", what="waiting for the task")
-            utterance = session.evaluate(UTTERANCE_JS, what="reading the task")
+            wait_ms = self.browser_config.action_timeout_ms
+            utterance = session.call(page.evaluate, START_AND_READ_JS, [str(seed), mode, max_time, wait_ms],
+                                     timeout_ms=self.browser_config.script_timeout_ms + wait_ms,
+                                     what="starting and reading the task")
         except Exception as exc:  # noqa: BLE001
             session.raise_if_dead(exc)
             raise

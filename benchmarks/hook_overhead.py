@@ -1,7 +1,7 @@
 """Step-time overhead of the loss hooks (EPO, ERC, AEPO) over a plain GRPO-style step, same model, same batch.
 
 One step = forward of a small Llama-style model, ``logps_and_entropy`` over the completion (the entropy is computed
-in every configuration, as TRL does for its metrics), the clipped policy loss through ``apply_loss_hooks``, backward
+in every configuration, as TRL does for its metrics), the clipped policy loss through ``compose_loss``, backward
 and an optimizer step.  Configurations are run interleaved (round-robin) so machine-load drift hits all of them.
 
 Usage::
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 from trl_plugins.entropy import logps_and_entropy  # noqa: E402
-from trl_plugins.hooks import LossContext, apply_loss_hooks, build_hooks  # noqa: E402
+from trl_plugins.hooks import LossContext, build_hooks, compose_loss  # noqa: E402
 
 CONFIGS = {"grpo": [], "epo": ["epo"], "erc": ["erc"], "epo+erc": ["epo", "erc"], "aepo": ["aepo"]}
 
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         needs = any(x.needs_entropy for x in hs)
         ctx = LossContext(logps=lp, old_logps=old_lp, advantages=adv, mask=mask, entropy=h if needs else h.detach(),
                           old_entropy=old_h, turn_ids=turn_ids, step=k, total_steps=100)  # fmt: skip
-        loss, _ = apply_loss_hooks(ctx, hs)
+        loss = compose_loss(ctx, hs).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

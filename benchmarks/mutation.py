@@ -28,7 +28,7 @@ Doctests inside the target module are not part of the selection (pytest would im
 Usage::
 
     .venv/bin/python benchmarks/mutation.py trl_plugins/advantages.py tests/test_advantages.py
-    .venv/bin/python benchmarks/mutation.py trl_plugins/hooks.py "tests/test_hooks.py -k epo" --jobs 2
+    .venv/bin/python benchmarks/mutation.py trl_plugins/hooks/epo.py "tests/test_hooks.py -k epo" --jobs 2
     .venv/bin/python benchmarks/mutation.py trl_plugins/entropy.py tests/test_entropy.py --list   # mutants only
     .venv/bin/python benchmarks/mutation.py trl_plugins/advantages.py tests/test_advantages.py --only 3,17 --show-diff
     .venv/bin/python benchmarks/mutation.py --suite loss --preload torch,transformers,trl,trl.trainer.grpo_trainer \\

@@ -2,7 +2,7 @@
 
 Rows (each measured in its own process, so that thread settings and peak memory are its own):
 
-* ``transformers``: the trainer's current sampler (:func:`trl_plugins.sampling.sample_batch`,
+* ``transformers``: the trainer's current sampler (:func:`agentgym_envs.generation.sampling.sample_batch`,
   a KV cache within a turn, the whole context prefilled again every turn);
 * ``vllm``: :class:`agentgym_envs.generation.vllm.VLLMBackend` (prefix caching across turns).
 
@@ -87,7 +87,7 @@ def rollout_row(
     elif backend == "transformers":
         from transformers import AutoModelForCausalLM
 
-        from trl_plugins.sampling import sample_batch
+        from agentgym_envs.generation.sampling import sample_batch
 
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(device).eval()
         torch.manual_seed(0)

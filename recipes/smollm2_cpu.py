@@ -67,6 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--generations", type=int, default=4, help="episodes per task (GRPO group size)")
     p.add_argument("--max-new-tokens", type=int, default=24, help="per turn, in RL and evaluation")
     p.add_argument("--vllm", action="store_true", help="generate RL rollouts with vLLM (colocated) instead of torch")
+    p.add_argument("--eval-engine", default="vllm", choices=["vllm", "hf"],
+                   help="held-out evaluation through vLLM (default; far faster on CPU) or transformers")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: 1 on <= 2 cores)")
     p.add_argument("--smoke", action="store_true", help="tiny random model, 1 step per stage, 2 eval episodes")
     return p.parse_args(argv)
@@ -116,6 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
             opts.max_new_tokens,
             threads,
             stage,
+            engine="hf" if opts.smoke else opts.eval_engine,
         )
         trained = stage_done(train_folder) if train_folder else None
         return {**record, "train_seconds": trained["seconds"] if trained else 0.0}

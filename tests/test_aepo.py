@@ -200,7 +200,7 @@ def test_trainer_config_takes_all_of_aepo_in_one_field_from_the_command_line_and
     argv = ["--output_dir", str(tmp_path), "--loss_hooks", "aepo", "--aepo", '{"coef": 0.1, "branching": {"w": 0.3}}']
     (cli,) = TrlParser((AgentGRPOConfig,)).parse_args_and_config(argv)
     assert cli.aepo == AEPOConfig(coef=0.1, branching=AEPOBranchConfig(w=0.3))
-    (hook,) = build_hooks(cli.loss_hooks, cli.hook_params())
+    (hook,) = build_hooks(cli.loss_hooks, cli.hook_settings())
     assert hook.config == AEPOConfig(coef=0.1)  # the hook takes the loss half
     run = RunSpec.from_dict({"model": "tiny", "trainer": {"output_dir": str(tmp_path), "aepo": {"branching": {}}}})
     assert run.trainer.aepo.branching == AEPOBranchConfig()

@@ -24,7 +24,7 @@ from trl_plugins.hooks import (
     LossHook,
     LossHookConfigError,
     MetricAccumulator,
-    apply_loss_hooks,
+    compose_loss,
 )
 
 
@@ -58,7 +58,7 @@ def full_context(**missing: None) -> LossContext:
 
 @pytest.mark.parametrize(("make", "label"), HOOKS, ids=["plain", "EPO", "ERC", "AEPO", "AEPO-old-entropy"])
 def test_declared_entropy_needs_are_exactly_what_the_hook_reads(make, label):
-    loss, _ = apply_loss_hooks(full_context(), [make()])
+    loss = compose_loss(full_context(), [make()]).loss
     assert torch.isfinite(loss)
     for field, flag in (("entropy", "needs_entropy"), ("old_entropy", "needs_old_entropy")):
         hook = make()
@@ -66,9 +66,9 @@ def test_declared_entropy_needs_are_exactly_what_the_hook_reads(make, label):
         if getattr(hook, flag):
             message = f"the {label} hook needs LossContext.{field}, which the trainer did not provide"
             with pytest.raises(LossHookConfigError, match=f"^{re.escape(message)}$"):
-                apply_loss_hooks(ctx, [hook])
+                compose_loss(ctx, [hook])
         else:
-            loss, _ = apply_loss_hooks(ctx, [hook])  # the trainer would not provide it: the hook must not need it
+            loss = compose_loss(ctx, [hook]).loss  # the trainer would not provide it: the hook must not need it
             assert torch.isfinite(loss)
 
 

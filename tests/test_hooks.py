@@ -22,11 +22,10 @@ from trl_plugins.hooks import (
     EPOConfig,
     EPOHook,
     ERCHook,
-    HookSpec,
     LossContext,
     LossHookConfigError,
-    apply_loss_hooks,
     build_hooks,
+    compose_loss,
     entropy_metrics,
     entropy_ratio_mask,
     epo_entropy_loss,
@@ -35,7 +34,12 @@ from trl_plugins.hooks import (
     ppo_clip_token_loss,
     turn_token_mean,
 )
-from trl_plugins.schedules import ScalingInterSchedule, epo_phase_weight, released_epo_weight, scaling_inter_horizon
+from trl_plugins.hooks.schedules import (
+    ScalingInterSchedule,
+    epo_phase_weight,
+    released_epo_weight,
+    scaling_inter_horizon,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -221,7 +225,7 @@ def test_erc_masked_tokens_keep_loss_lose_gradient_and_still_count():
     def run(hooks):
         ctx = LossContext(logps=logps, old_logps=torch.zeros(1, 4), advantages=adv, mask=mask,
                           entropy=entropy, old_entropy=old_entropy)  # fmt: skip
-        loss, _ = apply_loss_hooks(ctx, hooks)
+        loss = compose_loss(ctx, hooks).loss
         return loss, torch.autograd.grad(loss, [logps])[0]
 
     hook = ERCHook()
@@ -242,7 +246,7 @@ def test_erc_masked_tokens_keep_loss_lose_gradient_and_still_count():
 def test_erc_needs_old_entropy():
     ctx = _ctx(torch.ones(1, 2), torch.ones(1, 2))
     with pytest.raises(LossHookConfigError, match="old_entropy"):
-        apply_loss_hooks(ctx, [ERCHook()])
+        compose_loss(ctx, [ERCHook()])
 
 
 # ------------------------------------------------------------------------------------------------ AEPO
@@ -284,7 +288,7 @@ def test_aepo_hook_reports_preserved_fraction():
     ctx = _ctx(torch.ones(1, 4), torch.tensor([[1.0, 1.0, 1.0, 0.0]]), logps=logps,
                advantages=torch.tensor([[1.0, 1.0, -1.0, 1.0]]))  # fmt: skip
     hook = AEPOHook(coef=0.0)
-    loss, _ = apply_loss_hooks(ctx, [hook])
+    loss = compose_loss(ctx, [hook]).loss
     loss.backward()
     assert logps.grad[0, 0] != 0
     assert hook.metrics()["aepo/preserved_grad_fraction"] == pytest.approx(1 / 3)
@@ -322,7 +326,7 @@ def test_aepo_branch_probability_and_penalty():
 def test_build_hooks_and_errors():
     hooks = build_hooks(["epo", {"name": "erc", "beta_low": 0.1}, AEPOHook()])
     assert [h.name for h in hooks] == ["epo", "erc", "aepo"] and hooks[1].config.beta_low == 0.1
-    assert [h.name for h in HookSpec(["epo", "erc"], {"epo": {"alpha": 0.05}}).build()] == ["epo", "erc"]
+    assert [h.name for h in build_hooks(["epo", "erc"], {"epo": {"alpha": 0.05}})] == ["epo", "erc"]
     with pytest.raises(LossHookConfigError, match="unknown"):
         build_hooks(["entropy-magic"])
     with pytest.raises(LossHookConfigError, match="twice"):
@@ -332,7 +336,7 @@ def test_build_hooks_and_errors():
     with pytest.raises(LossHookConfigError):
         build_hooks([{"name": "erc", "beta_low": -1}])
     with pytest.raises(LossHookConfigError, match="not enabled"):
-        HookSpec(["epo"], {"erc": {}}).build()
+        build_hooks(["epo"], {"erc": {}})
 
 
 def test_entropy_metrics_per_turn():
@@ -382,7 +386,7 @@ def train(hook_spec, steps: int = 2, iterations: int = 3, lr: float = 3e-2):
             lp, h = score(model, input_ids, mask)
             ctx = LossContext(logps=lp, old_logps=old_lp, advantages=adv.clone(), mask=mask, entropy=h,
                               old_entropy=old_h, turn_ids=turn_ids, step=step, total_steps=steps)  # fmt: skip
-            loss, _ = apply_loss_hooks(ctx, hooks)
+            loss = compose_loss(ctx, hooks).loss
             assert torch.isfinite(loss)
             opt.zero_grad()
             loss.backward()

@@ -16,7 +16,7 @@ from trl_plugins.hooks import (
     epo_smoothing_penalty,
 )
 from trl_plugins.hooks.reductions import masked_mean
-from trl_plugins.schedules import epo_phase_weight, released_epo_weight
+from trl_plugins.hooks.schedules import epo_phase_weight, released_epo_weight
 
 
 def batch(rows: int = 3, tokens: int = 5, seed: int = 0, **extra) -> LossContext:

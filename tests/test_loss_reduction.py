@@ -25,11 +25,9 @@ from trl_plugins.hooks import (
     UNSCALED_LOSS_TYPES,
     EPOHook,
     ERCHook,
-    HookSpec,
     LossContext,
     LossHook,
     LossHookConfigError,
-    apply_loss_hooks,
     build_hooks,
     compose_loss,
     reduce_token_loss,
@@ -571,8 +569,8 @@ def test_compose_loss_applies_the_hooks_in_the_documented_order():
     doubled = [[2 * a for a in row] for row in ADVANTAGES]
     terms = compose_loss(context(), [ScaleAdvantages(2.0), FixedPolicyLoss(None)], loss_type="dapo")
     assert float(terms.loss) == pytest.approx(expected_compose("dapo", doubled), rel=1e-6)
-    loss, token_loss = apply_loss_hooks(context(), [ScaleAdvantages(2.0)], loss_type="dapo")
-    assert float(loss) == pytest.approx(float(terms.loss)) and torch.equal(token_loss, terms.token_loss)
+    again = compose_loss(context(), [ScaleAdvantages(2.0)], loss_type="dapo")
+    assert float(again.loss) == pytest.approx(float(terms.loss)) and torch.equal(again.token_loss, terms.token_loss)
 
 
 def test_compose_loss_adds_the_kl_after_the_hooks_and_scales_by_the_sampling_ratio_first():
@@ -598,8 +596,8 @@ def test_build_hooks_names_params_instances_and_errors():
     assert [type(h) for h in hooks] == [AEPOHook, EPOHook, ERCHook] and hooks[0] is aepo
     assert hooks[1].config.coef == 0.02 and (hooks[2].config.beta_low, hooks[2].config.beta_high) == (0.1, 0.3)
     assert [h.config.coef for h in build_hooks(["aepo", "epo"])] == [AEPOHook().config.coef, EPOHook().config.coef]
-    assert build_hooks(None) == [] and build_hooks([], None) == [] and HookSpec().build() == []
-    assert [h.name for h in HookSpec(["erc", "aepo"], {"aepo": {"coef": 0.1}}).build()] == ["erc", "aepo"]
+    assert build_hooks(None) == [] and build_hooks([], None) == []
+    assert [h.name for h in build_hooks(["erc", "aepo"], {"aepo": {"coef": 0.1}})] == ["erc", "aepo"]
     for bad, match in [
         (([3],), "unknown"), (([{"beta_low": 0.1}],), "unknown"), ((["entropy-magic"],), "unknown"),
         ((["epo", "EPO"],), "twice"), (([{"name": "erc", "kappa": 1}],), "bad parameters"),

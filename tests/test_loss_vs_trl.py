@@ -15,6 +15,7 @@ from datasets import Dataset
 from trainer_toys import letter_env
 from trl import GRPOConfig, GRPOTrainer
 
+from trl_plugins.batch import model_inputs
 from trl_plugins.config import AgentGRPOConfig
 from trl_plugins.hooks import LOSS_TYPES, EPOHook
 from trl_plugins.hooks.reductions import turn_token_mean
@@ -95,7 +96,7 @@ def prepared_batch(trainer: AgentGRPOTrainer, num_iterations: int, beta: float, 
         # tokens of the whole generation batch (``ga`` micro-batches of about this size), as the trainer gathers them
         "num_items_in_batch": (completion_mask * tool_mask).sum() * ga + 1,
     }
-    input_ids, attention_mask, keep, mask = trainer.model_inputs(batch)
+    input_ids, attention_mask, keep, mask = model_inputs(batch)
     with torch.no_grad():
         logps, _ = trainer.token_logps_and_entropy(trainer.model, input_ids, attention_mask, keep, mask)
     if num_iterations > 1:  # a later iteration: the sampling policy differs (ratios clip on both sides)
@@ -162,7 +163,7 @@ def test_epo_term_keeps_its_weight_under_gradient_accumulation(tok, tmp_path, lo
         batch = prepared_batch(ours, 1, 0.0, ga)
         with_epo = loss_and_grads(ours, batch, ga)[0]
         trl_loss = loss_and_grads(theirs, batch, ga)[0]
-        input_ids, attention_mask, keep, mask = ours.model_inputs(batch)
+        input_ids, attention_mask, keep, mask = model_inputs(batch)
         with torch.no_grad():
             _, entropy = ours.token_logps_and_entropy(ours.model, input_ids, attention_mask, keep, mask)
         epo = -coef * float(turn_token_mean(entropy, mask, batch["turn_ids"]))  # step 0: no history, no smoothing

@@ -7,10 +7,10 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from trl_plugins.entropy import logps_and_entropy
-from trl_plugins.hooks import LossContext, LossHookConfigError, apply_loss_hooks, build_hooks
+from trl_plugins.hooks import LossContext, LossHookConfigError, build_hooks, compose_loss
 from trl_plugins.ppo import (
+    CriticConfig,
     CriticModel,
-    PPOConfig,
     ValueHead,
     broadcast_turns,
     clipped_value_loss,
@@ -62,7 +62,7 @@ def test_turn_level_gae_by_hand():
     values = torch.tensor([[0.3, 9.0, 9.0, 0.6, 9.0]])
     torch.testing.assert_close(turn_values(values, turn_ids, mask, 2), torch.tensor([[0.3, 0.6]]))
     adv, ret = compute_advantages(values, torch.tensor([[0.5, 1.0]]), turn_ids, mask,
-                                  PPOConfig(level="turn", whiten=False))  # fmt: skip
+                                  CriticConfig(level="turn", whiten=False))  # fmt: skip
     # A_1 = 1.0 - 0.6 = 0.4; A_0 = 0.5 + 0.6 - 0.3 + 0.4 = 1.2; returns 1.5 and 1.0.
     torch.testing.assert_close(adv, torch.tensor([[1.2, 1.2, 0.0, 0.4, 0.4]]))
     torch.testing.assert_close(ret, torch.tensor([[1.5, 1.5, 0.0, 1.0, 1.0]]))
@@ -99,9 +99,9 @@ def test_ppo_clip_fraction_counts_zero_gradient_tokens():
 
 def test_bad_config_raises():
     with pytest.raises(LossHookConfigError):
-        PPOConfig(level="episode")  # type: ignore[arg-type]
+        CriticConfig(level="episode")  # type: ignore[arg-type]
     with pytest.raises(LossHookConfigError):
-        PPOConfig(gamma=1.5)
+        CriticConfig(gamma=1.5)
 
 
 def tiny_lm(seed: int) -> LlamaForCausalLM:
@@ -127,7 +127,7 @@ def test_ppo_with_value_head_and_hooks_trains_a_tiny_model(level):
     policy = tiny_lm(0)
     head = ValueHead(policy.config.hidden_size)  # on the policy's last hidden state, as AgentPPOTrainer puts it
     opt = torch.optim.Adam([*policy.parameters(), *head.parameters()], lr=1e-2)
-    cfg = PPOConfig(level=level)
+    cfg = CriticConfig(level=level)
     hooks = build_hooks(["epo", "erc"])  # the hooks run unchanged on PPO advantages
     input_ids, mask, turn_ids, turn_rewards = _batch()
 
@@ -147,7 +147,7 @@ def test_ppo_with_value_head_and_hooks_trains_a_tiny_model(level):
             lp, h, v = forward()
             ctx = LossContext(logps=lp, old_logps=old_lp, advantages=adv, mask=mask, entropy=h, old_entropy=old_h,
                               turn_ids=turn_ids, step=step, total_steps=3)  # fmt: skip
-            pg_loss, _ = apply_loss_hooks(ctx, hooks)
+            pg_loss = compose_loss(ctx, hooks).loss
             v_loss, _ = clipped_value_loss(v, old_v, ret, mask, cfg.value_clip)
             loss = pg_loss + cfg.vf_coef * v_loss
             opt.zero_grad()
@@ -168,7 +168,7 @@ def test_separate_critic_learns_returns():
     input_ids, mask, turn_ids, turn_rewards = _batch()
     with torch.no_grad():
         old_v = critic(input_ids)[:, :-1]
-    _, ret = compute_advantages(old_v, turn_rewards, turn_ids, mask, PPOConfig(critic="separate"))
+    _, ret = compute_advantages(old_v, turn_rewards, turn_ids, mask, CriticConfig(critic="separate"))
     losses = []
     for _ in range(10):
         v_loss, _ = clipped_value_loss(critic(input_ids)[:, :-1], old_v, ret, mask, clip=None)

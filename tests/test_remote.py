@@ -527,7 +527,7 @@ def test_the_trainer_plays_on_served_environments_from_env_urls(tmp_path):
         assert trainer.env_worker_kind == "inprocess"
         trainer.train()
         assert trainer.last_episodes and all(ep.turns for ep in trainer.last_episodes)
-        assert trainer.state.log_history and trainer._env_pool == []  # closed at the end of train()
+        assert trainer.state.log_history and trainer.env_pool.envs == []  # closed at the end of train()
     finally:
         server.stop()
 

@@ -6,10 +6,11 @@ import pytest
 import torch
 from trainer_toys import letter_env, toy_run_settings
 
+from trl_plugins.batch import split_batch
 from trl_plugins.config import AgentGRPOConfig
 from trl_plugins.hooks import LossHook
 from trl_plugins.models import tiny_model, tiny_tokenizer
-from trl_plugins.trainer import AgentGRPOTrainer, split_batch
+from trl_plugins.trainer import AgentGRPOTrainer
 
 ROLLOUT_METRICS = (
     "env/success_rate",

@@ -11,9 +11,9 @@ import torch
 import agentgym_envs  # noqa: F401 - registers the ids
 from agentgym_envs.core import SupportsSnapshot, as_text_env
 from agentgym_envs.engine import ChatFormat, RolloutConfig
+from agentgym_envs.generation.sampling import sample_batch
 from trl_plugins.aepo import AEPOBranchConfig, BranchingStats, action_entropies, run_branching_episodes
 from trl_plugins.models import tiny_model, tiny_tokenizer
-from trl_plugins.sampling import sample_batch
 
 K = 4
 
@@ -123,7 +123,7 @@ def test_trainer_ppo_trains_value_head_and_policy(tmp_path, tok, level, critic):
     from trl_plugins.ppo_trainer import AgentPPOTrainer
 
     args = AgentPPOConfig(
-        **toy_run_settings(tmp_path, learning_rate=1e-2, ppo_level=level, ppo_critic=critic, beta=0.0)
+        **toy_run_settings(tmp_path, learning_rate=1e-2, ppo={"level": level, "critic": critic}, beta=0.0)
     )
     model = tiny_model(tok)
     trainer = AgentPPOTrainer(model, args=args, processing_class=tok, env_factory=lambda: letter_env(target=2))

@@ -99,13 +99,13 @@ def test_environments_step_in_worker_processes_with_the_same_episodes(tok, tmp_p
     local = _textcraft_trainer(tok, tmp_path, "inprocess")
     local.train()
     remote = _textcraft_trainer(tok, tmp_path, "process")
-    assert remote.env_worker_kind == "process" and remote._env_pool == []  # the probe env was closed
+    assert remote.env_worker_kind == "process" and remote.env_pool.envs == []  # the probe env was closed
     remote.train()  # train() closes the environments (and the worker processes) at its end
-    assert remote._worker_groups == [] and remote._env_pool == []
+    assert remote.env_pool.worker_groups == [] and remote.env_pool.envs == []
     assert [ep.completion() for ep in remote.last_episodes] == [ep.completion() for ep in local.last_episodes]
     assert [ep.total_return for ep in remote.last_episodes] == [ep.total_return for ep in local.last_episodes]
     # During training the pool held process workers: build it again to look, then close it.
-    workers = remote._envs(2)
+    workers = remote.env_pool.take(2)
     assert all(isinstance(w, ProcessWorker) for w in workers)
     remote.close_envs()
     assert descendants() <= before, "worker processes left after close_envs()"

@@ -145,7 +145,7 @@ def test_eval_metrics_appear_on_start_and_at_every_eval_step(runs) -> None:
         assert 1 <= r["eval/steps"] <= 2  # the held-out environment keeps the training keywords (max_steps=2)
         assert r["eval/success_rate_ci_high"] > 0  # a Wilson interval: 0 wins of 4 is not certainty
     trainer = runs["trainer"]
-    assert not set(trainer._task_ids) & set(trainer.eval_task_ids)
+    assert not set(trainer.tasks.task_ids) & set(trainer.eval_task_ids)
     assert len(trainer.eval_task_ids) == EVAL_TASKS
     # Greedy evaluation at a fixed seed: evaluate() again on the same weights plays the same episodes.
     again = trainer.evaluate()

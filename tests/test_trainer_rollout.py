@@ -143,7 +143,7 @@ def test_episode_completion_layout():
 
 def test_kv_sampler_matches_teacher_forced_argmax(tiny_tok):
     """Greedy sampling with cache pruning equals the argmax of full forwards on each finished sequence."""
-    from trl_plugins.sampling import sample_batch
+    from agentgym_envs.generation.sampling import sample_batch
 
     torch.manual_seed(3)
     model = tiny_model(tiny_tok, hidden_size=64, initializer_range=0.5)  # a peaky random model: varied argmax

@@ -1,10 +1,13 @@
 """TRL plugins: multi-turn GRPO and PPO trainers for agentgym environments, advantage estimators and loss hooks.
 
-Layout: ``config`` (``AgentGRPOConfig``, ``AgentPPOConfig``), ``trainer`` (``AgentGRPOTrainer``), ``ppo_trainer``
-(``AgentPPOTrainer``), ``ppo`` (critic, GAE, value loss), ``hooks/`` (the loss-hook interface, EPO, ERC, the shared
-reductions and the one loss pipeline), ``aepo/`` (all of AEPO: its loss hook, its branching rollout on the engine of
-:mod:`agentgym_envs.engine`, its settings), ``advantages`` (estimators),
-``errors`` (``TrainerError`` and its subclasses).
+Layout: ``config`` (``AgentGRPOConfig``, ``AgentPPOConfig``), ``trainer`` (``AgentGRPOTrainer``, the TRL glue) with
+its jobs beside it -- ``options`` (TRL options it refuses), ``envs`` (environment pool, task dataset), ``generation``
+(generation backend, vLLM weight sync), ``batch`` (episodes -> tensors, micro-batches), ``scoring`` (log-probs and
+entropy), ``metrics`` (what it logs), ``evaluation`` (held-out evaluation), ``run_log`` (``metrics.jsonl``) --,
+``ppo_trainer`` (``AgentPPOTrainer``), ``ppo`` (critic, GAE, value loss, ``CriticConfig``), ``hooks/`` (the
+loss-hook interface, EPO, ERC, the shared reductions, schedules and the one loss pipeline), ``aepo/`` (all of
+AEPO: its loss hook, its branching rollout on the engine of :mod:`agentgym_envs.engine`, its settings),
+``advantages`` (estimators), ``errors`` (``TrainerError`` and its subclasses).
 
 Importing the package is cheap; the trainer (which imports torch and TRL) loads on first use.
 
@@ -50,9 +53,7 @@ _LAZY = {
     "RunSpec": "trl_plugins.config",
     "AgentGRPOTrainer": "trl_plugins.trainer",
     "AgentPPOTrainer": "trl_plugins.ppo_trainer",
-    "build_loss_hooks": "trl_plugins.trainer",
     "build_hooks": "trl_plugins.hooks",
-    "apply_loss_hooks": "trl_plugins.hooks",
     "compose_loss": "trl_plugins.hooks",
     "LossContext": "trl_plugins.hooks",
     "LossHook": "trl_plugins.hooks",
@@ -63,7 +64,7 @@ _LAZY = {
     "AEPOHook": "trl_plugins.aepo",
     "AEPOConfig": "trl_plugins.aepo",
     "AEPOBranchConfig": "trl_plugins.aepo",
-    "PPOConfig": "trl_plugins.ppo",
+    "CriticConfig": "trl_plugins.ppo",
     "TrainerError": "trl_plugins.errors",
     "TrainerConfigError": "trl_plugins.errors",
     "LossHookConfigError": "trl_plugins.errors",

@@ -114,7 +114,7 @@ def load_train_run(config: str | Path | None, overrides: list[str] | None = None
     known = {f.name for f in dataclasses.fields(ModelConfig)} | {f.name for f in dataclasses.fields(config_class)}
     bad = sorted(set(data) - known)
     if bad:
-        hint = " (PPO settings need 'algorithm: ppo')" if any(k.startswith("ppo_") for k in bad) else ""
+        hint = " (PPO settings need 'algorithm: ppo')" if any(k.startswith("ppo") for k in bad) else ""
         raise TrainerConfigError(f"unknown settings for algorithm {algorithm!r}: {bad}{hint}")
     data.setdefault("model_name_or_path", DEFAULT_MODEL)
     data.setdefault("output_dir", DEFAULT_OUTPUT_DIR)

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field, fields
+import warnings
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from trl import GRPOConfig
 
@@ -30,7 +31,10 @@ from agentgym_envs.prompts import DEFAULT_SYSTEM_PROMPT, PromptConfig
 from trl_plugins.advantages import ESTIMATORS
 from trl_plugins.aepo.config import AEPOConfig
 from trl_plugins.errors import TrainerConfigError
-from trl_plugins.ppo import PPOConfig
+from trl_plugins.hooks.compose import HOOKS
+from trl_plugins.hooks.epo import EPOConfig
+from trl_plugins.hooks.erc import ERCConfig
+from trl_plugins.ppo import CriticConfig
 
 #: TRL loss types the trainer implements: all of TRL 1.16's (others raise at construction).
 SUPPORTED_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "luspo", "sapo", "cispo", "vespo")
@@ -38,6 +42,39 @@ SUPPORTED_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "luspo", "sapo", "cis
 #: Where the environments of a batch step (``"auto"``: :func:`agentgym_envs.workers.default_worker_kind`).
 ENV_WORKERS = ("auto", "inprocess", "process", "ray")
 GENERATION_BACKENDS = ("transformers", "vllm")
+
+
+def sub_config(name: str, config_class: type, value: Any) -> Any:
+    """``value`` as a ``config_class``: an instance is kept, ``None`` is the defaults, a mapping or JSON text (from
+    the command line) gives its fields; unknown keys and any other value raise a one-line
+    :class:`~trl_plugins.errors.TrainerConfigError`.
+
+    Example:
+        >>> sub_config("erc", ERCConfig, '{"beta_low": 0.1}')
+        ERCConfig(beta_low=0.1, beta_high=0.05)
+        >>> sub_config("erc", ERCConfig, {"beta": 0.1})
+        Traceback (most recent call last):
+        ...
+        trl_plugins.errors.TrainerConfigError: unknown erc settings ['beta']; known: ['beta_high', 'beta_low']
+    """
+    if isinstance(value, config_class):
+        return value
+    if value is None:
+        return config_class()
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = json.loads(text) if text else {}
+        except json.JSONDecodeError as exc:
+            example = '{"alpha": 0.05}'
+            raise TrainerConfigError(f"{name} must be a JSON object, e.g. '{example}': {exc} in {value!r}") from exc
+    if not isinstance(value, dict):
+        raise TrainerConfigError(f"{name} must be a mapping of {config_class.__name__} fields, not {value!r}")
+    known = {f.name for f in fields(config_class)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise TrainerConfigError(f"unknown {name} settings {unknown}; known: {sorted(known)}")
+    return config_class(**value)
 
 
 @dataclass
@@ -56,13 +93,17 @@ class AgentGRPOConfig(GRPOConfig):
             (:mod:`trl_plugins.advantages`).  PPO with a critic is :class:`AgentPPOConfig`.
         gamma: discount of turn rewards for ``reinforce_pp`` and ``gigpo`` (default 1.0, GiGPO 0.95).
         gigpo_omega: weight of GiGPO's step-level advantage.
-        loss_hooks / loss_hook_kwargs: hooks of :mod:`trl_plugins.hooks` by name (``["epo", "erc"]``) and their
-            parameters per name (``{"epo": {"alpha": 0.05}}``), built by :func:`trl_plugins.hooks.build_hooks`
-            (which also takes a ``{"name": "epo", **params}`` entry as shorthand).  Hook objects go to the
-            trainer's ``loss_hooks=`` argument.
+        loss_hooks: hooks of :mod:`trl_plugins.hooks` by name (``["epo", "erc"]``), in the order they apply,
+            built by :func:`trl_plugins.hooks.build_hooks` (which also takes a ``{"name": "epo", **params}`` entry
+            as shorthand).  Hook objects go to the trainer's ``loss_hooks=`` argument.
+        epo / erc: each hook's settings, a typed sub-config living with its hook
+            (:class:`~trl_plugins.hooks.epo.EPOConfig`, :class:`~trl_plugins.hooks.erc.ERCConfig`); a mapping (YAML,
+            ``TrlParser``) or JSON text (``--epo '{"alpha": 0.05}'``) is parsed into it.  Settings of a hook that
+            ``loss_hooks`` does not list are an error when the trainer builds its hooks.
+        loss_hook_kwargs: deprecated; ``{"epo": {...}}`` is mapped into the ``epo`` field (with a warning).
         system_prompt / include_format_instructions: the shared prompt rendering.
         max_tasks: use only the first N tasks of the train split (``None``: all).
-        sampler: ``"kv"`` (:func:`trl_plugins.sampling.sample_batch`: finished rows leave the batch) or
+        sampler: ``"kv"`` (:func:`agentgym_envs.generation.sampling.sample_batch`: finished rows leave the batch) or
             ``"generate"`` (transformers' ``generate``; used anyway for repetition penalty, min-p or
             ``generation_kwargs``).
         generation_backend: ``"transformers"``: the ``"kv"`` sampler runs as
@@ -119,8 +160,15 @@ class AgentGRPOConfig(GRPOConfig):
         default_factory=list,
         metadata={"help": "loss hook names or dicts (trl_plugins.hooks): JSON, or names separated by commas"},
     )
+    # Typed like the dict fields (``X | str | ...``) so that the command line gives JSON text.
+    epo: EPOConfig | str | dict[str, Any] | None = field(
+        default_factory=EPOConfig, metadata={"help": "EPO hook settings (trl_plugins.hooks.EPOConfig), JSON"}
+    )
+    erc: ERCConfig | str | dict[str, Any] | None = field(
+        default_factory=ERCConfig, metadata={"help": "ERC hook settings (trl_plugins.hooks.ERCConfig), JSON"}
+    )
     loss_hook_kwargs: dict[str, dict[str, Any]] | str | None = field(
-        default_factory=dict, metadata={"help": "parameters per hook name (JSON on the command line)"}
+        default=None, metadata={"help": "deprecated: use the hook's own field (--epo '{\"alpha\": 0.05}')"}
     )
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
     include_format_instructions: bool = True
@@ -143,8 +191,15 @@ class AgentGRPOConfig(GRPOConfig):
         metadata={"help": 'AEPO settings (JSON): hook parameters and branching, e.g. {"branching": {"w": 0.3}}'},
     )
 
+    #: The typed sub-config fields and their classes (a subclass adds its own, e.g. PPO's ``ppo``).
+    SUB_CONFIGS: ClassVar[dict[str, type]] = {"epo": EPOConfig, "erc": ERCConfig}
+
     def __post_init__(self) -> None:
         self._decode_command_line_values()
+        self._map_deprecated_fields()
+        for name, config_class in self.SUB_CONFIGS.items():
+            setattr(self, name, sub_config(name, config_class, getattr(self, name)))
+        # AEPO's settings hold a nested branching config, which AEPOConfig.from_value reads.
         self.aepo = AEPOConfig.from_value(self.aepo)  # type: ignore[arg-type]
         self._prepare_evaluation_and_logging()
         # Our rollouts own the episode data, so the columns TRL would drop must stay.
@@ -189,6 +244,8 @@ class AgentGRPOConfig(GRPOConfig):
         """Turn the JSON text of dict and list fields (as the command line gives them) into values."""
         for name, empty in (("env_kwargs", dict), ("loss_hooks", list), ("loss_hook_kwargs", dict)):
             value = getattr(self, name)
+            if value is None and name == "loss_hook_kwargs":
+                continue
             if value is None:
                 value = empty()
             elif isinstance(value, str):
@@ -205,6 +262,45 @@ class AgentGRPOConfig(GRPOConfig):
             if not isinstance(value, empty):
                 raise TrainerConfigError(f"{name} must be a {empty.__name__}, not {type(value).__name__}: {value!r}")
             setattr(self, name, value)
+
+    def _map_deprecated_fields(self) -> None:
+        """Map ``loss_hook_kwargs`` into the hooks' own fields, with a warning (entries without a field stay)."""
+        if not self.loss_hook_kwargs:
+            self.loss_hook_kwargs = None
+            return
+        moved = sorted(set(self.loss_hook_kwargs) & set(self.SUB_CONFIGS))
+        warnings.warn(
+            f"loss_hook_kwargs is deprecated: give each hook's settings in its own field ({', '.join(moved) or 'epo'}"
+            "=...; --epo '{\"alpha\": 0.05}' on the command line)", FutureWarning, stacklevel=4,
+        )
+        rest = {}
+        for name, params in self.loss_hook_kwargs.items():
+            if name in self.SUB_CONFIGS:
+                current = sub_config(name, self.SUB_CONFIGS[name], getattr(self, name))
+                setattr(self, name, sub_config(name, self.SUB_CONFIGS[name], {**asdict(current), **dict(params)}))
+            else:
+                rest[name] = params
+        self.loss_hook_kwargs = rest or None
+
+    def hook_settings(self) -> dict[str, Any]:
+        """Settings per hook name for :func:`~trl_plugins.hooks.build_hooks`: the hook fields changed from their
+        defaults (so that settings for a hook not in ``loss_hooks`` are reported) and ``loss_hook_kwargs`` entries
+        that have no field.
+
+        Example:
+            >>> args = AgentGRPOConfig(output_dir="/tmp/x", loss_hooks=["epo"], epo={"alpha": 0.05})
+            >>> args.hook_settings()["epo"].alpha
+            0.05
+        """
+        settings: dict[str, Any] = dict(self.loss_hook_kwargs or {})
+        for name, config_class in self.SUB_CONFIGS.items():
+            value = getattr(self, name)
+            if name in HOOKS and value != config_class():
+                settings[name] = value
+        named = {str(h.get("name") if isinstance(h, dict) else h).lower() for h in self.loss_hooks}  # type: ignore[union-attr]
+        if "aepo" in named:  # the hook's part of ``aepo`` (its branching half configures the rollout)
+            settings["aepo"] = {**self.aepo.hook_params(), **settings.get("aepo", {})}  # type: ignore[union-attr]
+        return settings
 
     def unsupported_trl_options(self) -> list[str]:
         """``GRPOConfig`` settings that ask for something the agent trainer does not do, each with what to use.
@@ -230,8 +326,9 @@ class AgentGRPOConfig(GRPOConfig):
     def _check_advantage_estimator(self) -> None:
         if self.advantage_estimator == "ppo":
             raise TrainerConfigError(
-                "advantage_estimator='ppo' moved to its own trainer: use AgentPPOConfig (same fields, e.g. ppo_level, "
-                "ppo_lam) with AgentPPOTrainer (from trl_plugins import AgentPPOConfig, AgentPPOTrainer); "
+                "advantage_estimator='ppo' moved to its own trainer: use AgentPPOConfig (the same fields plus the "
+                "critic's, ppo={'level': 'turn'}) with AgentPPOTrainer "
+                "(from trl_plugins import AgentPPOConfig, AgentPPOTrainer); "
                 "in a run file, set 'algorithm: ppo'"
             )
         if self.advantage_estimator not in ESTIMATORS:
@@ -259,17 +356,9 @@ class AgentGRPOConfig(GRPOConfig):
             prompt=self.prompt_config(),
         )
 
-    def hook_params(self) -> dict[str, dict[str, Any]]:
-        """Parameters per hook name for :func:`~trl_plugins.hooks.build_hooks`: ``loss_hook_kwargs``, and the AEPO
-        hook's from ``aepo`` when ``loss_hooks`` names it (``loss_hook_kwargs["aepo"]`` overrides them)."""
-        params = dict(self.loss_hook_kwargs)  # type: ignore[arg-type]
-        named = {str(h.get("name") if isinstance(h, dict) else h).lower() for h in self.loss_hooks}  # type: ignore[union-attr]
-        if "aepo" in named:
-            params["aepo"] = {**self.aepo.hook_params(), **params.get("aepo", {})}  # type: ignore[union-attr]
-        return params
-
     def to_dict(self) -> dict[str, Any]:
-        """TRL's ``to_dict`` with typed sub-configs (``aepo``) as plain mappings, so that the settings stay JSON."""
+        """TRL's ``to_dict`` with the typed sub-configs (``epo``, ``erc``, ``aepo``, ``ppo``) as plain mappings, so
+        that logging and ``to_json_string`` work."""
         out = super().to_dict()
         for key, value in out.items():
             if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -318,6 +407,10 @@ class AgentGRPOConfig(GRPOConfig):
         check_loggers(self.report_to)
 
 
+#: The deprecated flat ``ppo_<name>`` fields of :class:`AgentPPOConfig`, by their :class:`CriticConfig` name.
+PPO_FLAT_FIELDS = ("critic", "level", "lam", "value_clip", "vf_coef", "whiten")
+
+
 @dataclass
 class AgentPPOConfig(AgentGRPOConfig):
     """:class:`AgentGRPOConfig` plus PPO's critic, for :class:`~trl_plugins.ppo_trainer.AgentPPOTrainer`.
@@ -329,37 +422,63 @@ class AgentPPOConfig(AgentGRPOConfig):
     many episodes share a task); ``context_mode`` must be ``"full"`` (GAE runs along the episode).
 
     Attributes:
-        ppo_critic: ``"head"`` (a :class:`~trl_plugins.ppo.ValueHead` on the policy's last hidden state, sharing
-            its backbone) or ``"separate"`` (a :class:`~trl_plugins.ppo.CriticModel` with its own backbone, a copy
-            of the policy's unless the trainer gets ``critic_model=``).  Both are submodules of the policy, so the
-            trainer's optimizer trains them and checkpoints hold them.
-        ppo_level: GAE over model tokens (``"token"``: each turn's reward on its last model token, environment
-            tokens skipped) or over turns (``"turn"``, broadcast to each turn's tokens).
-        gamma / ppo_lam: discount (``gamma``, default 1.0) and GAE lambda (1.0).
-        ppo_value_clip: clip range of the value loss around the old values (``None``: unclipped).
-        ppo_vf_coef: weight of the value loss in the total loss.
-        ppo_whiten: whiten the advantages over the batch's model tokens.
+        ppo: the critic's settings, a :class:`~trl_plugins.ppo.CriticConfig` (a mapping or JSON text is parsed
+            into it): ``critic`` (``"head"``: a :class:`~trl_plugins.ppo.ValueHead` on the policy's last hidden
+            state, sharing its backbone; ``"separate"``: a :class:`~trl_plugins.ppo.CriticModel` with its own
+            backbone, a copy of the policy's unless the trainer gets ``critic_model=``; both are submodules of the
+            policy, so the trainer's optimizer trains them and checkpoints hold them), ``level`` (GAE over model
+            tokens, ``"token"``: each turn's reward on its last model token, environment tokens skipped; or over
+            turns, ``"turn"``), ``lam`` (GAE lambda, 1.0), ``value_clip`` (clip range of the value loss around the
+            old values, ``None``: unclipped), ``vf_coef`` (weight of the value loss) and ``whiten`` (whiten the
+            advantages over the batch's model tokens).  Its discount is the trainer's ``gamma`` (default 1.0).
+        ppo_critic / ppo_level / ppo_lam / ppo_value_clip / ppo_vf_coef / ppo_whiten: deprecated spellings of the
+            ``ppo`` fields, mapped into it with a warning.
 
     Example:
-        >>> cfg = AgentPPOConfig(output_dir="/tmp/run", ppo_level="turn", num_generations=2,
+        >>> cfg = AgentPPOConfig(output_dir="/tmp/run", ppo={"level": "turn"}, num_generations=2,
         ...                      per_device_train_batch_size=2)
-        >>> cfg.ppo_config().level, cfg.advantage_estimator
+        >>> cfg.ppo.level, cfg.advantage_estimator
         ('turn', 'gae')
     """
 
     advantage_estimator: str = field(default="gae", metadata={"help": "gae (the critic's advantages)"})
-    ppo_critic: str = field(default="head", metadata={"help": "head (value head on the policy) or separate"})
-    ppo_level: str = field(default="token", metadata={"help": "PPO GAE level: token or turn"})
-    ppo_lam: float = 1.0
-    ppo_value_clip: float | None = 0.2
-    ppo_vf_coef: float = 0.5
-    ppo_whiten: bool = True
+    ppo: CriticConfig | str | dict[str, Any] | None = field(
+        default_factory=CriticConfig, metadata={"help": "critic settings (trl_plugins.ppo.CriticConfig), JSON"}
+    )
+    ppo_critic: str | None = field(default=None, metadata={"help": "deprecated: ppo.critic"})
+    ppo_level: str | None = field(default=None, metadata={"help": "deprecated: ppo.level"})
+    ppo_lam: float | None = field(default=None, metadata={"help": "deprecated: ppo.lam"})
+    ppo_value_clip: float | None = field(default=None, metadata={"help": "deprecated: ppo.value_clip"})
+    ppo_vf_coef: float | None = field(default=None, metadata={"help": "deprecated: ppo.vf_coef"})
+    ppo_whiten: bool | None = field(default=None, metadata={"help": "deprecated: ppo.whiten"})
+
+    SUB_CONFIGS: ClassVar[dict[str, type]] = {**AgentGRPOConfig.SUB_CONFIGS, "ppo": CriticConfig}
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.context_mode != "full":
             raise TrainerConfigError("AgentPPOConfig needs context_mode='full' (GAE runs along the episode)")
-        self.ppo_config()  # validates critic, level, gamma and lam
+        if self.ppo.gamma not in (CriticConfig.gamma, self.discount):
+            raise TrainerConfigError(
+                f"ppo.gamma={self.ppo.gamma} differs from the trainer's discount {self.discount}: set 'gamma' (it is "
+                "the discount of every estimator) instead"
+            )
+        self.ppo = replace(self.ppo, gamma=self.discount)
+
+    def _map_deprecated_fields(self) -> None:
+        super()._map_deprecated_fields()
+        flat = {key: getattr(self, f"ppo_{key}") for key in PPO_FLAT_FIELDS if getattr(self, f"ppo_{key}") is not None}
+        if not flat:
+            return
+        warnings.warn(
+            f"{', '.join('ppo_' + k for k in flat)}: deprecated, use the ppo field instead (ppo={{"
+            f"{', '.join(f'{k!r}: ...' for k in flat)}}}; --ppo '{{\"level\": \"turn\"}}' on the command line)",
+            FutureWarning, stacklevel=4,
+        )
+        current = sub_config("ppo", CriticConfig, self.ppo)
+        self.ppo = sub_config("ppo", CriticConfig, {**asdict(current), **flat})
+        for key in flat:
+            setattr(self, f"ppo_{key}", None)
 
     def _check_advantage_estimator(self) -> None:
         if self.advantage_estimator == "ppo":
@@ -369,18 +488,6 @@ class AgentPPOConfig(AgentGRPOConfig):
                 f"AgentPPOConfig's advantages come from the critic (advantage_estimator='gae'); "
                 f"for {self.advantage_estimator!r} use AgentGRPOConfig"
             )
-
-    def ppo_config(self) -> PPOConfig:
-        """The :class:`~trl_plugins.ppo.PPOConfig` of these settings."""
-        return PPOConfig(
-            level=self.ppo_level,  # type: ignore[arg-type]
-            gamma=self.discount,
-            lam=self.ppo_lam,
-            value_clip=self.ppo_value_clip,
-            vf_coef=self.ppo_vf_coef,
-            whiten=self.ppo_whiten,
-            critic=self.ppo_critic,  # type: ignore[arg-type]
-        )
 
 
 #: The config class of each ``algorithm`` a run file may name.
@@ -429,7 +536,7 @@ class RunSpec:
         known = {f.name for f in fields(config_class)}
         bad = sorted(set(trainer) - known)
         if bad:
-            hint = " (PPO settings need 'algorithm: ppo')" if any(k.startswith("ppo_") for k in bad) else ""
+            hint = " (PPO settings need 'algorithm: ppo')" if any(k.startswith("ppo") for k in bad) else ""
             raise TrainerConfigError(f"unknown trainer settings for algorithm {algorithm!r}: {bad}{hint}")
         trainer.setdefault("output_dir", "runs/agentgym")
         return cls(model=str(data.get("model", "smollm2")), trainer=config_class(**trainer), lora=data.get("lora"))

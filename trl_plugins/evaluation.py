@@ -45,6 +45,7 @@ from agentgym_envs.engine import Episode, run_episodes
 from agentgym_envs.eval.episodes import wilson_interval
 from agentgym_envs.generation.base import SamplingSettings
 from agentgym_envs.registry import make_env
+from trl_plugins.envs import env_make_kwargs
 from trl_plugins.errors import TrainerConfigError
 
 #: Constructor keywords that pick training tasks; the held-out environment leaves them out.
@@ -180,7 +181,7 @@ class HeldOutEvaluation:
     @classmethod
     def eval_env_kwargs(cls, args: Any) -> dict[str, Any]:
         """The ``make_env`` keywords of a held-out environment (:func:`held_out_env_kwargs`)."""
-        return held_out_env_kwargs(cls.env_make_kwargs(args), args.eval_env_split)  # type: ignore[attr-defined]
+        return held_out_env_kwargs(env_make_kwargs(args), args.eval_env_split)
 
     @classmethod
     def held_out_task_ids(cls, args: Any) -> list[Hashable]:
@@ -252,7 +253,7 @@ class HeldOutEvaluation:
             factory = self._held_out_env_factory()
             self._eval_pool += [factory() for _ in range(missing)]
         elif missing > 0:
-            from agentgym_envs.engine import make_workers
+            from agentgym_envs.workers import make_workers
 
             args = self._eval_args
             group = make_workers(
@@ -321,7 +322,7 @@ class HeldOutEvaluation:
         trainer: Any = self
         accelerator = trainer.accelerator
         episodes_todo = self.held_out_episodes()[accelerator.process_index :: accelerator.num_processes]
-        config = dataclasses.replace(trainer.rollout_config, aepo=None)  # AEPO branches training groups only
+        config = trainer.rollout_config  # the engine's plain rollout: AEPO branches training groups only
         batch = max(1, int(self.args.per_device_eval_batch_size))
         was_training = self.model.training
         devices = [accelerator.device] if accelerator.device.type == "cuda" else []

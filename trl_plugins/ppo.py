@@ -30,7 +30,7 @@ from trl_plugins.errors import LossHookConfigError
 from trl_plugins.hooks.reductions import clip_regions, masked_mean, masked_whiten
 
 __all__ = [
-    "PPOConfig",
+    "CriticConfig",
     "ValueHead",
     "CriticModel",
     "token_rewards_from_turns",
@@ -45,8 +45,12 @@ __all__ = [
 
 
 @dataclass
-class PPOConfig:
-    """PPO settings (defaults: the Practitioner's Guide: gamma 1, clip 0.2; lam 1).
+class CriticConfig:
+    """PPO's critic-side settings: which critic, GAE over its values, its clipped value loss.
+
+    Defaults: the Practitioner's Guide (gamma 1, clip 0.2; lam 1).  :class:`~trl_plugins.config.AgentPPOConfig`
+    holds one in its ``ppo`` field (``ppo={"level": "turn"}`` from YAML or ``--ppo '{"level": "turn"}'``); the
+    trainer's ``gamma`` is its discount.
 
     Attributes:
         level: ``"token"`` (GAE over model tokens) or ``"turn"`` (GAE over turns, broadcast to each turn's tokens).
@@ -56,6 +60,10 @@ class PPOConfig:
         whiten: whiten advantages over the valid tokens of the batch.
         critic: ``"head"`` (a :class:`ValueHead` on the policy's last hidden state) or ``"separate"``
             (a :class:`CriticModel` with its own backbone).
+
+    Example:
+        >>> CriticConfig(level="turn").lam
+        1.0
     """
 
     level: Literal["token", "turn"] = "token"
@@ -253,7 +261,7 @@ def compute_advantages(
     turn_rewards: torch.Tensor,
     turn_ids: torch.Tensor,
     mask: torch.Tensor,
-    config: PPOConfig | None = None,
+    config: CriticConfig | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """PPO advantages and value targets per token, at the configured level.
 
@@ -264,11 +272,11 @@ def compute_advantages(
 
     Example:
         >>> adv, ret = compute_advantages(torch.zeros(1, 3), torch.tensor([[1.0]]), torch.zeros(1, 3, dtype=torch.long),
-        ...                               torch.ones(1, 3), PPOConfig(whiten=False))
+        ...                               torch.ones(1, 3), CriticConfig(whiten=False))
         >>> ret
         tensor([[1., 1., 1.]])
     """
-    cfg = config or PPOConfig()
+    cfg = config or CriticConfig()
     if cfg.level == "token":
         rewards = token_rewards_from_turns(turn_rewards, turn_ids, mask)
         adv, ret = gae_advantages(rewards, values, mask, cfg.gamma, cfg.lam)

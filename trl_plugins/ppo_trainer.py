@@ -3,14 +3,14 @@
 It is :class:`~trl_plugins.trainer.AgentGRPOTrainer` -- the same rollout engine, loss hooks, loss pipeline and TRL
 machinery -- with a critic: after each rollout the critic scores the batch, advantages and value targets come from
 GAE (:func:`trl_plugins.ppo.compute_advantages`, at token or turn level), and the clipped value loss
-(:func:`trl_plugins.ppo.clipped_value_loss`) times ``ppo_vf_coef`` is added to the policy loss.  The critic is a
-:class:`~trl_plugins.ppo.ValueHead` on the policy's last hidden state (``ppo_critic="head"``) or a separate
+(:func:`trl_plugins.ppo.clipped_value_loss`) times ``ppo.vf_coef`` is added to the policy loss.  The critic is a
+:class:`~trl_plugins.ppo.ValueHead` on the policy's last hidden state (``ppo.critic="head"``) or a separate
 :class:`~trl_plugins.ppo.CriticModel` (``"separate"``); either is added to the policy as a submodule, so the
 trainer's optimizer trains it and checkpoints hold it.
 
 Example:
     >>> from trl_plugins import AgentPPOConfig, AgentPPOTrainer
-    >>> args = AgentPPOConfig(output_dir="runs/ppo", env_id="agentgym/TextWorld-w2-o3-q4-v0", ppo_level="turn",
+    >>> args = AgentPPOConfig(output_dir="runs/ppo", env_id="agentgym/TextWorld-w2-o3-q4-v0", ppo={"level": "turn"},
     ...                       num_generations=4, per_device_train_batch_size=8, max_steps=100)  # doctest: +SKIP
     >>> AgentPPOTrainer("HuggingFaceTB/SmolLM2-135M-Instruct", args=args).train()           # doctest: +SKIP
 """
@@ -27,10 +27,12 @@ from torch import nn
 from trl.models.utils import disable_gradient_checkpointing
 
 from agentgym_envs.engine import Episode
+from trl_plugins.batch import model_inputs
 from trl_plugins.config import AgentPPOConfig
 from trl_plugins.errors import TrainerConfigError
 from trl_plugins.hooks.reductions import masked_mean
 from trl_plugins.ppo import CriticModel, ValueHead, clipped_value_loss, compute_advantages
+from trl_plugins.scoring import plain_head_model
 from trl_plugins.trainer import AgentGRPOTrainer
 
 __all__ = ["AgentPPOTrainer"]
@@ -43,12 +45,12 @@ class AgentPPOTrainer(AgentGRPOTrainer):
         model, processing_class, train_dataset, callbacks, optimizers, peft_config, loss_hooks, env_factory: as for
             :class:`~trl_plugins.trainer.AgentGRPOTrainer`.
         args: an :class:`~trl_plugins.config.AgentPPOConfig`.
-        critic_model: with ``ppo_critic="separate"``, the critic's backbone: a causal LM or its base model (a
+        critic_model: with ``ppo.critic="separate"``, the critic's backbone: a causal LM or its base model (a
             module), or a path/id loaded with ``AutoModelForCausalLM``.  Default: a copy of the policy (required
             with PEFT, whose policy has adapter layers in it).
 
     Example:
-        >>> trainer = AgentPPOTrainer(model, args=AgentPPOConfig(output_dir="runs/x", ppo_critic="separate"),
+        >>> trainer = AgentPPOTrainer(model, args=AgentPPOConfig(output_dir="runs/x", ppo={"critic": "separate"}),
         ...                           processing_class=tokenizer)   # doctest: +SKIP
         >>> trainer.train()                                         # doctest: +SKIP
     """
@@ -61,12 +63,11 @@ class AgentPPOTrainer(AgentGRPOTrainer):
 
     def __init__(self, model: Any, args: AgentPPOConfig | None = None, *rest: Any, critic_model: Any = None, **kwargs: Any):
         super().__init__(model, args, *rest, **kwargs)
-        self.ppo_config = self.args.ppo_config()
         self.value_head: ValueHead | None = None
         self.critic: CriticModel | None = None
-        if self.ppo_config.critic == "head":
+        if self.args.ppo.critic == "head":
             if critic_model is not None:
-                raise TrainerConfigError("critic_model= needs ppo_critic='separate' (the value head shares the policy)")
+                raise TrainerConfigError("critic_model= needs ppo.critic='separate' (the value head shares the policy)")
             hidden_size = int(self._policy().config.get_text_config().hidden_size)
             self.value_head = self._attach(ValueHead(hidden_size), "agentgym_value_head")
         else:
@@ -87,7 +88,7 @@ class AgentPPOTrainer(AgentGRPOTrainer):
     def _critic_from(self, critic_model: Any) -> CriticModel:
         if critic_model is None:
             if is_peft_model(self.accelerator.unwrap_model(self.model)):
-                raise TrainerConfigError("ppo_critic='separate' with PEFT needs critic_model= (a model or a path)")
+                raise TrainerConfigError("ppo.critic='separate' with PEFT needs critic_model= (a model or a path)")
             critic_model = copy.deepcopy(self._policy())
         elif isinstance(critic_model, str):
             from transformers import AutoModelForCausalLM
@@ -108,7 +109,7 @@ class AgentPPOTrainer(AgentGRPOTrainer):
                     input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
                 )
                 return values[:, -logits_to_keep - 1 : -1]
-            inner = self._plain_head_model(model)
+            inner = plain_head_model(model, self.accelerator)
             if inner is not None:
                 backbone = getattr(inner, inner.base_model_prefix)
                 hidden = backbone(
@@ -129,7 +130,7 @@ class AgentPPOTrainer(AgentGRPOTrainer):
 
     def ppo_targets(self, episodes: Sequence[Episode], batch: dict[str, Any], batch_size: int):
         """Old values, GAE advantages and value targets of a fresh batch (rewards on each turn's last token)."""
-        input_ids, attention_mask, logits_to_keep, mask = self.model_inputs(batch)
+        input_ids, attention_mask, logits_to_keep, mask = model_inputs(batch)
         chunks = []
         for start in range(0, input_ids.size(0), batch_size):
             sl = slice(start, start + batch_size)
@@ -139,7 +140,7 @@ class AgentPPOTrainer(AgentGRPOTrainer):
         rewards = torch.zeros(len(episodes), n_turns, device=input_ids.device)
         for i, ep in enumerate(episodes):
             rewards[i, : len(ep.turns)] = torch.tensor(ep.step_rewards, dtype=torch.float32)
-        advantages, returns = compute_advantages(old_values, rewards, batch["turn_ids"], mask, self.ppo_config)
+        advantages, returns = compute_advantages(old_values, rewards, batch["turn_ids"], mask, self.args.ppo)
         return old_values, advantages, returns
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -157,13 +158,13 @@ class AgentPPOTrainer(AgentGRPOTrainer):
         loss = super()._compute_loss(model, inputs)
         mode = "train" if self.model.training else "eval"
         accumulation = self._accumulation_steps() if mode == "train" else 1
-        input_ids, attention_mask, logits_to_keep, mask = self.model_inputs(inputs)
+        input_ids, attention_mask, logits_to_keep, mask = model_inputs(inputs)
         values = self.token_values(model, input_ids, attention_mask, logits_to_keep)
         value_loss, value_clip = clipped_value_loss(
-            values, inputs["old_values"], inputs["returns"], mask, self.ppo_config.value_clip
+            values, inputs["old_values"], inputs["returns"], mask, self.args.ppo.value_clip
         )
         metrics = self._metrics[mode]
         metrics["value_loss"].append(float(value_loss.detach()))
         metrics["value_clip_fraction"].append(value_clip)
         metrics["value_mean"].append(float(masked_mean(values.detach(), mask)))
-        return loss + self.ppo_config.vf_coef * value_loss / accumulation
+        return loss + self.args.ppo.vf_coef * value_loss / accumulation

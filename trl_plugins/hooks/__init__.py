@@ -6,8 +6,11 @@
                    ``masked_whiten``, ``entropy_metrics``, ``ppo_clip_token_loss``, ...)
 ``epo``            EPO: ``EPOHook``, ``EPOConfig``, ``EntropyHistory``, ``epo_entropy_loss``, ...
 ``erc``            ERC: ``ERCHook``, ``ERCConfig``, ``entropy_ratio_mask``, ``erc_token_loss``
-``compose``        ``build_hooks`` (the one builder), ``compose_loss`` / ``apply_loss_hooks`` (the one pipeline),
-                   ``reduce_token_loss`` (TRL's reductions of every ``loss_type``)
+``compose``        ``build_hooks`` (the one builder), ``compose_loss`` (the one pipeline), ``reduce_token_loss``
+                   (TRL's reductions of every ``loss_type``)
+``schedules``      step schedules: ``epo_phase_weight``, ``released_epo_weight``, ``scaling_inter_horizon``,
+                   ``ScalingInterSchedule``
+``checkpoint``     ``save_hooks_state`` / ``load_hooks_state``: hook state in a trainer checkpoint
 =================  ==========================================================================================
 
 AEPO, which has a rollout half too, is its own package (:mod:`trl_plugins.aepo`); its hook is found here by the
@@ -15,25 +18,23 @@ name ``"aepo"`` all the same.
 
 Example:
     >>> import torch
-    >>> from trl_plugins.hooks import LossContext, apply_loss_hooks, build_hooks
+    >>> from trl_plugins.hooks import LossContext, build_hooks, compose_loss
     >>> logps = torch.zeros(1, 3, requires_grad=True)
     >>> ctx = LossContext(logps=logps, old_logps=torch.zeros(1, 3), advantages=torch.ones(1, 3),
     ...                   mask=torch.ones(1, 3), entropy=torch.full((1, 3), 0.5), old_entropy=torch.full((1, 3), 0.5))
-    >>> loss, _ = apply_loss_hooks(ctx, build_hooks(["epo", "erc"]))
-    >>> loss.backward()
+    >>> compose_loss(ctx, build_hooks(["epo", "erc"])).loss.backward()
 """
 
 from __future__ import annotations
 
 from trl_plugins.errors import LossHookConfigError
 from trl_plugins.hooks.base import LossContext, LossHook, MetricAccumulator, require_input
+from trl_plugins.hooks.checkpoint import HOOKS_STATE_FILE, load_hooks_state, save_hooks_state
 from trl_plugins.hooks.compose import (
     HOOKS,
     LOSS_TYPES,
     UNSCALED_LOSS_TYPES,
-    HookSpec,
     LossTerms,
-    apply_loss_hooks,
     build_hooks,
     compose_loss,
     reduce_token_loss,
@@ -50,9 +51,16 @@ from trl_plugins.hooks.reductions import (
     ppo_clip_token_loss,
     turn_token_mean,
 )
+from trl_plugins.hooks.schedules import (
+    ScalingInterSchedule,
+    epo_phase_weight,
+    released_epo_weight,
+    scaling_inter_horizon,
+)
 
 __all__ = [
     "HOOKS",
+    "HOOKS_STATE_FILE",
     "LOSS_TYPES",
     "UNSCALED_LOSS_TYPES",
     "EPOConfig",
@@ -60,28 +68,32 @@ __all__ = [
     "ERCConfig",
     "ERCHook",
     "EntropyHistory",
-    "HookSpec",
     "LossContext",
     "LossHook",
     "LossHookConfigError",
     "LossTerms",
+    "ScalingInterSchedule",
     "MetricAccumulator",
-    "apply_loss_hooks",
     "build_hooks",
     "clip_regions",
     "clipped_surrogate",
     "compose_loss",
     "entropy_metrics",
     "entropy_ratio",
+    "epo_phase_weight",
     "entropy_ratio_mask",
     "epo_entropy_loss",
     "epo_smoothing_penalty",
     "erc_token_loss",
+    "load_hooks_state",
     "masked_mean",
     "masked_whiten",
     "per_token_kl",
     "ppo_clip_token_loss",
     "reduce_token_loss",
+    "released_epo_weight",
     "require_input",
+    "save_hooks_state",
+    "scaling_inter_horizon",
     "turn_token_mean",
 ]

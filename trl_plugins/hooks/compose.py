@@ -1,10 +1,9 @@
 """The one loss pipeline: hooks applied in the documented order, reduced as TRL's ``loss_type`` says.
 
 :func:`compose_loss` is what :class:`~trl_plugins.trainer.AgentGRPOTrainer` (and so the PPO trainer) calls per
-micro-batch; :func:`apply_loss_hooks` is the same pipeline returning ``(loss, token_loss)``.  :func:`build_hooks` is
-the one builder of hook lists: a trainer config names hooks (``loss_hooks=["epo", "erc"]`` plus per-name parameters in
-``loss_hook_kwargs``), and hook objects are passed as instances in the same list (the trainer's ``loss_hooks=``
-argument is appended to it).
+micro-batch.  :func:`build_hooks` is the one builder of hook lists: a trainer config names hooks
+(``loss_hooks=["epo", "erc"]``) and holds each hook's settings in its own field (``epo=EPOConfig(...)``), and hook
+objects are passed as instances in the same list (the trainer's ``loss_hooks=`` argument is appended to it).
 
 Example:
     >>> import torch
@@ -24,7 +23,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, is_dataclass
 from typing import Any
 
 import torch
@@ -39,9 +38,7 @@ __all__ = [
     "HOOKS",
     "LOSS_TYPES",
     "UNSCALED_LOSS_TYPES",
-    "HookSpec",
     "LossTerms",
-    "apply_loss_hooks",
     "build_hooks",
     "compose_loss",
     "reduce_token_loss",
@@ -90,15 +87,16 @@ UNSCALED_LOSS_TYPES = ("dapo", "cispo", "vespo")
 
 def build_hooks(
     hooks: Iterable[str | LossHook | Mapping[str, Any]] | None,
-    params: Mapping[str, Mapping[str, Any]] | None = None,
+    params: Mapping[str, Any] | None = None,
 ) -> list[LossHook]:
     """The one builder of hook lists: names (with ``params[name]``), hook instances, in order.
 
     Args:
         hooks: hook names (``"epo"``, ``"erc"``, ``"aepo"``; see :data:`HOOKS`) or :class:`LossHook` instances.
             A ``{"name": "epo", **params}`` mapping is accepted as shorthand for a name plus its parameters.
-        params: constructor arguments per hook name (a trainer config's ``loss_hook_kwargs``); naming a hook that
-            is not listed is an error.
+        params: settings per hook name: the hook's config dataclass (``{"epo": EPOConfig(alpha=0.05)}``, what a
+            trainer config holds in its ``epo`` field) or a mapping of its fields; naming a hook that is not listed
+            is an error.
 
     Raises:
         LossHookConfigError: an unknown name, bad parameters, parameters for a hook that is not enabled, or a
@@ -108,7 +106,7 @@ def build_hooks(
         >>> [h.name for h in build_hooks(["epo", "erc"], {"erc": {"beta_low": 0.1}})]
         ['epo', 'erc']
     """
-    params = {str(k).lower(): dict(v) for k, v in (params or {}).items()}
+    params = {str(k).lower(): asdict(v) if is_dataclass(v) else dict(v) for k, v in (params or {}).items()}
     built: list[LossHook] = []
     for item in hooks or []:
         if isinstance(item, LossHook):
@@ -134,24 +132,6 @@ def build_hooks(
     if len(set(names)) != len(names):
         raise LossHookConfigError(f"a loss hook is listed twice: {names}")
     return built
-
-
-@dataclass
-class HookSpec:
-    """A hook list as one value: ``HookSpec(names=["epo", "erc"], params={"epo": {"alpha": 0.05}})``.
-
-    The same as ``build_hooks(names, params)`` (kept for code that already builds hooks this way).
-
-    Example:
-        >>> [h.name for h in HookSpec(names=["erc"]).build()]
-        ['erc']
-    """
-
-    names: list[str] = field(default_factory=list)
-    params: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def build(self) -> list[LossHook]:
-        return build_hooks(self.names, self.params)
 
 
 def reduce_token_loss(
@@ -293,17 +273,3 @@ def compose_loss(
         extra_loss=extra_loss,
     )
 
-
-def apply_loss_hooks(
-    ctx: LossContext, hooks: Sequence[LossHook], **settings: Any
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`compose_loss` returning ``(loss, token_loss)``; ``settings`` are its keyword arguments.
-
-    Example:
-        >>> ctx = LossContext(logps=torch.zeros(1, 2, requires_grad=True), old_logps=torch.zeros(1, 2),
-        ...                   advantages=torch.ones(1, 2), mask=torch.tensor([[1.0, 0.0]]))
-        >>> float(apply_loss_hooks(ctx, [])[0].detach())
-        -1.0
-    """
-    terms = compose_loss(ctx, hooks, **settings)
-    return terms.loss, terms.token_loss

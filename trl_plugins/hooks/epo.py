@@ -6,11 +6,10 @@ The math follows ``shared/specs/algorithms.md``.  The pure functions (:func:`epo
 
 Example:
     >>> import torch
-    >>> from trl_plugins.hooks import LossContext, apply_loss_hooks
+    >>> from trl_plugins.hooks import LossContext, compose_loss
     >>> ctx = LossContext(logps=torch.zeros(1, 3, requires_grad=True), old_logps=torch.zeros(1, 3),
     ...                   advantages=torch.ones(1, 3), mask=torch.ones(1, 3), entropy=torch.full((1, 3), 0.5))
-    >>> loss, _ = apply_loss_hooks(ctx, [EPOHook()])
-    >>> loss.backward()
+    >>> compose_loss(ctx, [EPOHook()]).loss.backward()
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ import torch.nn.functional as F
 from trl_plugins.errors import LossHookConfigError
 from trl_plugins.hooks.base import LossContext, LossHook, MetricAccumulator, require_input
 from trl_plugins.hooks.reductions import masked_mean, turn_token_mean
-from trl_plugins.schedules import epo_phase_weight, released_epo_weight
+from trl_plugins.hooks.schedules import epo_phase_weight, released_epo_weight
 
 __all__ = ["epo_smoothing_penalty", "epo_entropy_loss", "EntropyHistory", "EPOConfig", "EPOHook"]
 
@@ -66,7 +65,7 @@ def epo_entropy_loss(
 
     ``L_H`` is :func:`turn_token_mean` of the entropy, ``L_smooth = alpha * turn_token_mean(P)`` with ``P`` from
     :func:`epo_smoothing_penalty` around ``reference`` (the entropy history H_W^k); ``L_smooth = 0`` when
-    ``reference`` is None (step 0, empty history).  ``beta_k`` is :func:`~trl_plugins.schedules.epo_phase_weight`.
+    ``reference`` is None (step 0, empty history).  ``beta_k`` is :func:`~trl_plugins.hooks.schedules.epo_phase_weight`.
 
     Returns:
         ``(loss, stats)`` with stats ``entropy_term`` (L_H), ``penalty`` (mean P), ``smooth`` (L_smooth) as detached
@@ -130,7 +129,7 @@ class EPOConfig:
             (WujiangXu/EPO, ``dp_actor.update_policy`` with ``entropy_smooth`` and ``enable_smooth_weights``), opt-in
             only -- a constant (gradient-free) out-of-corridor penalty ``released_out_penalty`` per token outside
             ``(released_low, released_high) * H_turn`` (strict), the history kept per turn index, token means over the
-            micro-batch, the decaying weight :func:`~trl_plugins.schedules.released_epo_weight` instead of beta_k,
+            micro-batch, the decaying weight :func:`~trl_plugins.hooks.schedules.released_epo_weight` instead of beta_k,
             and the released turn gating: the smoothing term is applied to a micro-batch only if one of its model
             tokens belongs to a turn ``t >= released_max_step // 2`` (otherwise the loss is the entropy bonus alone).
         released_max_step: the released code's ``max_step`` of that gating (``None``: the trainer's ``max_turns``;

@@ -1,0 +1,196 @@
+"""Episodes -> tensors: the trainer's samples, their padded batch, and how a batch is cut into micro-batches.
+
+An episode becomes one sample (``context_mode="full"``: the whole trajectory, environment tokens masked) or one
+sample per turn (``"stepwise"``); :func:`pad_samples` pads them into the tensors TRL's loss reads
+(``prompt_ids`` left-padded, ``completion_ids``, ``tool_mask`` = 1 on model tokens, ``turn_ids``, per-token
+``advantages``).  :func:`split_batch` and :func:`slice_rows` cut a batch into micro-batches and pieces;
+:func:`piece_weights` weights the pieces so their losses add up to the whole micro-batch's.
+
+Example:
+    >>> import torch
+    >>> samples = [{"prompt": [1, 2], "completion": [3, 4, 5], "mask": [1, 0, 1], "turn_ids": [0, -1, 1],
+    ...             "advantages": [1.0, 0.0, 1.0]}]
+    >>> batch = pad_samples(samples, pad_id=0, device="cpu")
+    >>> model_inputs(batch)[3].tolist()
+    [[1.0, 0.0, 1.0]]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from trl.trainer.utils import pad
+
+from agentgym_envs.engine import Episode
+from trl_plugins.vllm_colocate import sampling_logps
+
+__all__ = [
+    "episode_samples",
+    "model_inputs",
+    "pad_samples",
+    "piece_weights",
+    "slice_rows",
+    "split_batch",
+    "turn_logprobs",
+]
+
+
+def turn_logprobs(turn: Any) -> list[float] | None:
+    """A turn's sampling log-probs, checked to lie along its action ids (they do when replies stay token ids)."""
+    if turn.logprobs is not None and len(turn.logprobs) != len(turn.action_ids):
+        raise ValueError(
+            f"a turn has {len(turn.logprobs)} sampling log-probs for {len(turn.action_ids)} action tokens; "
+            "use_vllm needs replies kept as the sampled ids (RolloutConfig.reply='tokens')"
+        )
+    return turn.logprobs
+
+
+def episode_samples(
+    episodes: Sequence[Episode],
+    advantages: Sequence[torch.Tensor],
+    *,
+    context_mode: str = "full",
+    mask_truncated: bool = False,
+    with_sampling_logps: bool = False,
+) -> list[dict[str, list]]:
+    """The trainer's samples of a batch of episodes, each with per-token advantages from its turn's.
+
+    ``mask_truncated`` (TRL's ``mask_truncated_completions``): an episode that did not end in the environment (turn
+    limit, context budget, the environment's time limit, a crash) keeps its place in the advantages but carries no
+    loss.  ``with_sampling_logps``: add the sampler's log-probs (vLLM) along the completion.
+    """
+    drop = [mask_truncated and ep.truncated for ep in episodes]
+    samples = []
+    for ep, adv, dropped in zip(episodes, advantages, drop, strict=True):
+        if context_mode == "full":
+            ids, mask, turn_ids = ep.completion()
+            sample = {
+                "prompt": ep.prompt_ids,
+                "completion": ids,
+                "mask": [0] * len(mask) if dropped else mask,
+                "turn_ids": turn_ids,
+                "advantages": [float(adv[t]) if t >= 0 else 0.0 for t in turn_ids],
+            }
+            if with_sampling_logps:
+                sample["sampling_logps"] = sampling_logps(
+                    [turn_logprobs(turn) for turn in ep.turns], [len(turn.env_ids) for turn in ep.turns]
+                )
+            samples.append(sample)
+            continue
+        for t, turn in enumerate(ep.turns):
+            n = len(turn.action_ids)
+            sample = {
+                "prompt": turn.context_ids or [],
+                "completion": turn.action_ids,
+                "mask": [int(not dropped)] * n,
+                "turn_ids": [t] * n,
+                "advantages": [float(adv[t])] * n,
+            }
+            if with_sampling_logps:
+                sample["sampling_logps"] = sampling_logps([turn_logprobs(turn)], [0])
+            samples.append(sample)
+    return samples
+
+
+def pad_samples(samples: Sequence[dict[str, list]], pad_id: int, device: Any) -> dict[str, torch.Tensor]:
+    """The padded tensors of :func:`episode_samples` (``sampling_per_token_logps`` when the samples have them)."""
+
+    def right(key: str, dtype: torch.dtype, value: float) -> torch.Tensor:
+        rows = [torch.tensor(s[key], dtype=dtype) for s in samples]
+        return pad(rows, padding_value=value, padding_side="right").to(device)
+
+    prompts = [torch.tensor(s["prompt"], dtype=torch.long) for s in samples]
+    completions = [torch.tensor(s["completion"], dtype=torch.long) for s in samples]
+    batch = {
+        "prompt_ids": pad(prompts, padding_value=pad_id, padding_side="left").to(device),
+        "prompt_mask": pad([torch.ones_like(p) for p in prompts], padding_value=0, padding_side="left").to(device),
+        "completion_ids": pad(completions, padding_value=pad_id, padding_side="right").to(device),
+        "completion_mask": pad([torch.ones_like(c) for c in completions], padding_value=0, padding_side="right").to(
+            device
+        ),
+        "tool_mask": right("mask", torch.long, 0),
+        "turn_ids": right("turn_ids", torch.long, -1),
+        "advantages": right("advantages", torch.float32, 0.0),
+    }
+    if samples and "sampling_logps" in samples[0]:
+        batch["sampling_per_token_logps"] = right("sampling_logps", torch.float32, 0.0)
+    return batch
+
+
+def model_inputs(batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor]:
+    """``(input_ids, attention_mask, logits_to_keep, mask)`` of a scored batch; ``mask`` is 1.0 on model tokens.
+
+    Example:
+        >>> b = {"prompt_ids": torch.tensor([[1]]), "prompt_mask": torch.tensor([[1]]),
+        ...      "completion_ids": torch.tensor([[2, 3]]), "completion_mask": torch.tensor([[1, 1]]),
+        ...      "tool_mask": torch.tensor([[1, 0]])}
+        >>> model_inputs(b)[0].tolist(), model_inputs(b)[2]
+        ([[1, 2, 3]], 2)
+    """
+    input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
+    attention_mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+    mask = (batch["completion_mask"] * batch["tool_mask"]).float()
+    return input_ids, attention_mask, batch["completion_ids"].size(1), mask
+
+
+def slice_rows(batch: dict[str, Any], start: int, stop: int) -> dict[str, Any]:
+    """Rows ``start:stop`` of every batched tensor of ``batch`` (scalars and other values are kept).
+
+    Example:
+        >>> slice_rows({"x": torch.arange(5), "n": torch.tensor(5)}, 1, 3)["x"].tolist()
+        [1, 2]
+    """
+    return {k: v[start:stop] if isinstance(v, torch.Tensor) and v.ndim > 0 else v for k, v in batch.items()}
+
+
+def split_batch(batch: dict[str, Any], chunks: int, seed: int | None = None) -> list[dict[str, Any]]:
+    """Shuffle the rows of a batch and cut them into ``chunks`` near-equal micro-batches.
+
+    Unlike TRL's ``split_tensor_dict`` the row count need not divide evenly (step-wise samples vary).
+
+    Example:
+        >>> parts = split_batch({"x": torch.arange(5), "n": torch.tensor(5)}, 2, seed=0)
+        >>> [len(p["x"]) for p in parts], int(parts[0]["n"])
+        ([3, 2], 5)
+    """
+    rows = next(v.size(0) for v in batch.values() if isinstance(v, torch.Tensor) and v.ndim > 0)
+    if rows < chunks:
+        raise ValueError(f"{rows} samples cannot be split into {chunks} micro-batches")
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    order = torch.randperm(rows, generator=generator)
+    parts = []
+    for piece in np.array_split(order.numpy(), chunks):
+        index = torch.as_tensor(piece)
+        part = {}
+        for key, value in batch.items():
+            if isinstance(value, torch.Tensor) and value.ndim > 0:
+                part[key] = value[index.to(value.device)]
+            else:
+                part[key] = value
+        parts.append(part)
+    return parts
+
+
+def piece_weights(loss_type: str, batch: dict[str, Any], pieces: Sequence[dict[str, Any]]) -> list[float]:
+    """Weights that make the pieces' losses add up to the whole micro-batch's, for TRL's ``loss_type``.
+
+    By sample share for per-sequence means (``grpo``, ``dr_grpo``, ...), by token share for ``bnpo``, unweighted for
+    ``dapo`` (whose normalizer is global).
+
+    Example:
+        >>> ones = torch.ones(4, 2)
+        >>> b = {"completion_ids": torch.zeros(4, 2), "completion_mask": ones, "tool_mask": ones}
+        >>> piece_weights("grpo", b, [slice_rows(b, 0, 3), slice_rows(b, 3, 4)])
+        [0.75, 0.25]
+    """
+    if loss_type == "dapo":
+        return [1.0] * len(pieces)
+    if loss_type == "bnpo":
+        tokens = [float((p["completion_mask"] * p["tool_mask"]).sum()) for p in pieces]
+        total = max(1.0, sum(tokens))
+        return [t / total for t in tokens]
+    rows = batch["completion_ids"].size(0)
+    return [p["completion_ids"].size(0) / rows for p in pieces]

@@ -3,8 +3,7 @@
 An episode becomes one sample (``context_mode="full"``: the whole trajectory, environment tokens masked) or one
 sample per turn (``"stepwise"``); :func:`pad_samples` pads them into the tensors TRL's loss reads
 (``prompt_ids`` left-padded, ``completion_ids``, ``tool_mask`` = 1 on model tokens, ``turn_ids``, per-token
-``advantages``).  :func:`split_batch` and :func:`slice_rows` cut a batch into micro-batches and pieces;
-:func:`piece_weights` weights the pieces so their losses add up to the whole micro-batch's.
+``advantages``).  :func:`split_batch` and :func:`slice_rows` cut a batch into micro-batches and pieces.
 
 Example:
     >>> import torch
@@ -31,7 +30,6 @@ __all__ = [
     "episode_samples",
     "model_inputs",
     "pad_samples",
-    "piece_weights",
     "slice_rows",
     "split_batch",
     "turn_logprobs",
@@ -172,25 +170,3 @@ def split_batch(batch: dict[str, Any], chunks: int, seed: int | None = None) -> 
                 part[key] = value
         parts.append(part)
     return parts
-
-
-def piece_weights(loss_type: str, batch: dict[str, Any], pieces: Sequence[dict[str, Any]]) -> list[float]:
-    """Weights that make the pieces' losses add up to the whole micro-batch's, for TRL's ``loss_type``.
-
-    By sample share for per-sequence means (``grpo``, ``dr_grpo``, ...), by token share for ``bnpo``, unweighted for
-    ``dapo`` (whose normalizer is global).
-
-    Example:
-        >>> ones = torch.ones(4, 2)
-        >>> b = {"completion_ids": torch.zeros(4, 2), "completion_mask": ones, "tool_mask": ones}
-        >>> piece_weights("grpo", b, [slice_rows(b, 0, 3), slice_rows(b, 3, 4)])
-        [0.75, 0.25]
-    """
-    if loss_type == "dapo":
-        return [1.0] * len(pieces)
-    if loss_type == "bnpo":
-        tokens = [float((p["completion_mask"] * p["tool_mask"]).sum()) for p in pieces]
-        total = max(1.0, sum(tokens))
-        return [t / total for t in tokens]
-    rows = batch["completion_ids"].size(0)
-    return [p["completion_ids"].size(0) / rows for p in pieces]

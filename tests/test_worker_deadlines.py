@@ -117,3 +117,21 @@ def test_a_stopped_ray_actor_takes_its_deadline_once():
             env.close()
     finally:
         ray.shutdown()
+
+
+def test_the_trainers_workers_get_the_familys_deadline_or_the_configured_one(tmp_path):
+    from trl_plugins.config import AgentGRPOConfig
+    from trl_plugins.envs import EnvPool
+    from trl_plugins.errors import TrainerConfigError
+
+    with pytest.raises(TrainerConfigError, match="env_step_timeout_s"):
+        AgentGRPOConfig(output_dir=str(tmp_path), env_id=TEXTCRAFT, env_step_timeout_s=-1)
+    for configured, expected in ((None, 60.0), (7.0, 7.0)):
+        args = AgentGRPOConfig(output_dir=str(tmp_path), env_id=TEXTCRAFT, env_step_timeout_s=configured)
+        pool = EnvPool(
+            lambda: None, "process", TEXTCRAFT, {"split": "test"}, max_processes=1, timeout_s=args.env_step_timeout_s
+        )
+        try:
+            assert [w.timeout_s for w in pool.take(2)] == [expected, expected]
+        finally:
+            pool.close()

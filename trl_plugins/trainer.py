@@ -146,7 +146,7 @@ class AgentGRPOTrainer(HeldOutEvaluation, GenerationMixin, GRPOTrainer):
         #: The environments of the rollouts (:class:`~trl_plugins.envs.EnvPool`); worker groups are built on demand.
         self.env_pool = EnvPool(
             env_factory, worker_kind, args.env_id, make_kwargs=env_make_kwargs(args),
-            max_processes=args.env_processes, probe=probe,
+            max_processes=args.env_processes, probe=probe, timeout_s=args.env_step_timeout_s,
         )
         self.tasks = TrainTasks(task_ids[: args.max_tasks] if args.max_tasks is not None else task_ids)
         use_vllm = bool(args.use_vllm)

@@ -46,29 +46,56 @@ def turn_logprobs(turn: Any) -> list[float] | None:
     return turn.logprobs
 
 
+def masked_turns(episode: Episode, token_budget: bool = False, unfinished: bool = False) -> set[int]:
+    """The turns of ``episode`` that carry no loss.
+
+    ``token_budget`` (TRL's ``mask_truncated_completions``: a completion cut by the length budget): a turn cut at
+    ``max_new_tokens_per_turn`` (``Turn.hit_token_limit``), and every turn of an episode that the context budget
+    ended (``truncation_reason == "context_budget"``).  ``unfinished``: every turn of an episode that did not end
+    in the environment (its step limit, ``max_turns``, the context budget, a time limit, a crash).
+
+    Example:
+        >>> from agentgym_envs.engine import Episode, Turn
+        >>> ep = Episode(group=0, task_id=1, seed=0, prompt_ids=[5], messages=[], truncated=True,
+        ...              truncation_reason="step_limit")
+        >>> ep.turns += [Turn([7], "go", 0.0, "ok", "s0", hit_token_limit=True), Turn([8], "go", 0.0, "ok", "s1")]
+        >>> masked_turns(ep, token_budget=True), masked_turns(ep, token_budget=True, unfinished=True)
+        ({0}, {0, 1})
+    """
+    every = set(range(len(episode.turns)))
+    if unfinished and episode.truncated:
+        return every
+    if not token_budget:
+        return set()
+    if episode.truncation_reason == "context_budget":
+        return every
+    return {t for t, turn in enumerate(episode.turns) if turn.hit_token_limit}
+
+
 def episode_samples(
     episodes: Sequence[Episode],
     advantages: Sequence[torch.Tensor],
     *,
     context_mode: str = "full",
     mask_truncated: bool = False,
+    mask_truncated_episodes: bool = False,
     with_sampling_logps: bool = False,
 ) -> list[dict[str, list]]:
     """The trainer's samples of a batch of episodes, each with per-token advantages from its turn's.
 
-    ``mask_truncated`` (TRL's ``mask_truncated_completions``): an episode that did not end in the environment (turn
-    limit, context budget, the environment's time limit, a crash) keeps its place in the advantages but carries no
-    loss.  ``with_sampling_logps``: add the sampler's log-probs (vLLM) along the completion.
+    ``mask_truncated`` (TRL's ``mask_truncated_completions``) and ``mask_truncated_episodes``: the turns
+    :func:`masked_turns` names keep their place in the advantages but carry no loss.  ``with_sampling_logps``: add
+    the sampler's log-probs (vLLM) along the completion.
     """
-    drop = [mask_truncated and ep.truncated for ep in episodes]
     samples = []
-    for ep, adv, dropped in zip(episodes, advantages, drop, strict=True):
+    for ep, adv in zip(episodes, advantages, strict=True):
+        masked = masked_turns(ep, token_budget=mask_truncated, unfinished=mask_truncated_episodes)
         if context_mode == "full":
             ids, mask, turn_ids = ep.completion()
             sample = {
                 "prompt": ep.prompt_ids,
                 "completion": ids,
-                "mask": [0] * len(mask) if dropped else mask,
+                "mask": [0 if t in masked else m for m, t in zip(mask, turn_ids, strict=True)],
                 "turn_ids": turn_ids,
                 "advantages": [float(adv[t]) if t >= 0 else 0.0 for t in turn_ids],
             }
@@ -83,7 +110,7 @@ def episode_samples(
             sample = {
                 "prompt": turn.context_ids or [],
                 "completion": turn.action_ids,
-                "mask": [int(not dropped)] * n,
+                "mask": [int(t not in masked)] * n,
                 "turn_ids": [t] * n,
                 "advantages": [float(adv[t])] * n,
             }

@@ -123,6 +123,14 @@ class AgentGRPOConfig(GRPOConfig):
         env_step_timeout_s: the deadline of one reset or step in a worker process or Ray actor; past it the episode
             ends with ``truncation_reason="time_limit"`` (default: the family's ``Family.step_timeout_s``;
             ``math.inf``: none; see ``docs/workers.md``).
+        mask_truncated_completions: TRL's meaning: completions cut by the length budget carry no loss -- a turn cut
+            at ``max_new_tokens_per_turn`` and every turn of an episode that the context budget
+            (``max_context_tokens``) ended (:func:`trl_plugins.batch.masked_turns`).  An episode the environment's
+            step limit or ``max_turns`` ended is trained on.
+        mask_truncated_episodes: also mask every episode that did not end in the environment (its step limit,
+            ``max_turns``, the context budget, a time limit, a crash): what ``mask_truncated_completions`` meant
+            before.  With environments that end a failed episode at their step limit, only won episodes then carry
+            a loss.
         env_urls: OpenEnv servers started with ``agentgym serve`` to play on instead of local environments
             (``agentgym/Remote-v0``, one per environment, round-robin over the URLs; comma-separated on the
             command line).
@@ -188,6 +196,20 @@ class AgentGRPOConfig(GRPOConfig):
     env_step_timeout_s: float | None = field(
         default=None,
         metadata={"help": "deadline of one env reset/step in a worker process, seconds (default: the family's; inf: none)"},
+    )
+    mask_truncated_completions: bool = field(
+        default=False,
+        metadata={
+            "help": "as TRL: completions cut by the length budget carry no loss (a turn cut at max_new_tokens_per_turn, "
+            "an episode ended by the max_context_tokens budget); episodes ended by the step limit still do"
+        },
+    )
+    mask_truncated_episodes: bool = field(
+        default=False,
+        metadata={
+            "help": "also mask every episode the environment did not end (step limit, max_turns, time limit, crash); "
+            "with failure-by-step-limit environments only won episodes then carry a loss"
+        },
     )
     env_urls: list[str] | str | None = field(
         default=None, metadata={"help": "agentgym serve URLs to play on (comma-separated on the command line)"}

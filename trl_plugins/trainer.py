@@ -274,7 +274,8 @@ class AgentGRPOTrainer(HeldOutEvaluation, GenerationMixin, GRPOTrainer):
         self.last_episodes, self.last_rollout_stats = list(episodes), stats
         samples = batching.episode_samples(
             episodes, self.episode_advantages(episodes), context_mode=self.rollout_config.context_mode,
-            mask_truncated=self.args.mask_truncated_completions, with_sampling_logps=self.use_vllm,
+            mask_truncated=self.args.mask_truncated_completions,
+            mask_truncated_episodes=self.args.mask_truncated_episodes, with_sampling_logps=self.use_vllm,
         )
         output = batching.pad_samples(samples, self._tokenizer.pad_token_id, self.accelerator.device)
         loss_mask = output["completion_mask"] * output["tool_mask"]

@@ -215,7 +215,7 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
                 suite, policies, args.out, seed=args.seed, max_episodes=args.max_episodes,
                 temperature=args.temperature, max_new_tokens=args.max_new_tokens, batch=not args.sequential,
                 threads=args.threads, batch_size=args.batch_size, env_workers=args.env_workers,
-                env_processes=args.env_processes,
+                env_processes=args.env_processes, env_step_timeout_s=args.env_step_timeout,
             )
         except KeyboardInterrupt:
             print(f"\ninterrupted: finished episodes are in {args.out / RESULTS_FILE}; run again to resume")
@@ -332,6 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "ALFWorld, MiniWoB and WebShop, this process for the fast families")
     p.add_argument("--env-processes", type=int, metavar="N",
                    help="most worker processes per batch (default: the number of cores)")
+    p.add_argument("--env-step-timeout", type=float, metavar="SECONDS",
+                   help="deadline of one reset or step in a worker process; past it the episode ends with "
+                        "truncation_reason time_limit (default: the family's, 60 s for the fast families and "
+                        "300 s for simulators and browsers; inf: none)")
     p.set_defaults(func=_cmd_leaderboard)
 
     p = sub.add_parser(

@@ -42,6 +42,10 @@ REMOTE_ENV_ID = f"{NAMESPACE}/Remote-v0"
 ENTRY_POINT_GROUP = "agentgym_envs.families"
 #: Where a family's environments step by default (:attr:`Family.worker`).
 FAMILY_WORKERS = ("inprocess", "process")
+#: A worker's deadline for one ``reset`` or ``step`` when the family names none (:attr:`Family.step_timeout_s`), by
+#: where the family steps: pure-Python families answer in milliseconds, so a minute is only ever reached by a hung
+#: environment; simulators and browsers (``"process"``) may rebuild a JVM or a browser inside a reset.
+DEFAULT_STEP_TIMEOUT_S: dict[str, float] = {"inprocess": 60.0, "process": 300.0}
 
 #: This package's own family modules, by entry-point name.  ``pyproject.toml`` declares the same entries in
 #: :data:`ENTRY_POINT_GROUP` (a test keeps the two equal), but the package reads them from here: the entry
@@ -79,12 +83,19 @@ class Family:
         worker: where its environments step when the trainer or the leaderboard choose (``env_workers="auto"``,
             :func:`agentgym_envs.workers.default_worker_kind`): ``"process"`` for families whose steps cost
             more than a trip through a pipe (a JVM simulator, a browser), ``"inprocess"`` (default) otherwise.
+        step_timeout_s: the longest one ``reset`` or ``step`` may take in a worker process or a Ray actor before the
+            episode ends with ``truncation_reason="time_limit"`` (``None``: :data:`DEFAULT_STEP_TIMEOUT_S` of
+            ``worker``).  :func:`agentgym_envs.workers.make_workers` uses it when no ``timeout_s`` is given.
 
     Example:
         >>> Family("textworld", extra="textworld", requires=("textworld",)).installed()  # doctest: +SKIP
         True
         >>> Family("myfamily", extra="myfamily", worker="process").worker
         'process'
+        >>> Family("myfamily", extra="myfamily").step_timeout_s
+        60.0
+        >>> Family("slow", extra="slow", step_timeout_s=900).step_timeout_s
+        900.0
     """
 
     name: str
@@ -93,12 +104,17 @@ class Family:
     splits: tuple[str, ...] = ("train", "valid", "test")
     description: str = ""
     worker: str = "inprocess"
+    step_timeout_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.worker not in FAMILY_WORKERS:
             raise ValueError(
                 f"Family {self.name!r}: worker must be one of {', '.join(FAMILY_WORKERS)}, got {self.worker!r}"
             )
+        timeout = DEFAULT_STEP_TIMEOUT_S[self.worker] if self.step_timeout_s is None else self.step_timeout_s
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ValueError(f"Family {self.name!r}: step_timeout_s must be a number of seconds > 0, got {timeout!r}")
+        object.__setattr__(self, "step_timeout_s", float(timeout))  # frozen: the derived default is set once
 
     def missing(self) -> list[str]:
         """Import names of the family's dependencies that are not installed."""

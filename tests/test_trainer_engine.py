@@ -49,11 +49,19 @@ def test_stepwise_micro_batches_are_bounded_and_give_the_same_gradient(tok, tmp_
         gradient_accumulation_steps=1, max_turns=3,
     )
     trainer = trainer_for(tok, args, hooks=[hook], env=lambda: letter_env(target=9, max_steps=3))
+    forward_rows: list[int] = []
+
+    def count_rows(module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        forward_rows.append(int(ids.size(0)))
+
+    trainer.model.model.register_forward_pre_hook(count_rows, with_kwargs=True)  # every forward of the backbone
     trainer.train()
     batch = trainer._buffered_inputs[0]
     rows = batch["completion_ids"].size(0)
     assert rows > 4  # 4 episodes of up to 3 turns: more samples than the batch size
-    assert hook.rows and max(hook.rows) <= 4
+    assert forward_rows and max(forward_rows) <= 4  # the model only ever sees pieces
+    assert hook.rows == [rows]  # the loss (and its hooks) see the whole micro-batch, once
     model = trainer.model
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]

@@ -1,5 +1,5 @@
 """The trainer's loss bookkeeping across steps: EPO's history per RL step and never from evaluation, and the
-GRPOConfig options that apply to agent batches (mask_truncated_completions) or are refused at construction."""
+GRPOConfig options that apply to agent batches (mask_truncated_completions, mask_truncated_episodes) or are refused at construction."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch
 from datasets import Dataset
 from trainer_toys import letter_env, toy_run_settings
 
+from trl_plugins.batch import masked_turns
 from trl_plugins.config import AgentGRPOConfig
 from trl_plugins.hooks import EPOHook
 from trl_plugins.models import tiny_model, tiny_tokenizer
@@ -87,23 +88,25 @@ def test_evaluation_does_not_feed_epo_history(tok, tmp_path):
     assert float(hook._step_count) == 0.0  # nothing pending for the next training step either
 
 
-def test_mask_truncated_completions_removes_truncated_episodes_from_the_loss(tok, tmp_path):
+def test_mask_truncated_completions_is_trls_and_masking_step_limited_episodes_is_opt_in(tok, tmp_path):
     rows = lambda t: [t.train_dataset[i] for i in (0, 0, 1, 1)]  # noqa: E731
     # max_turns=1 with a target of 2 points: every episode is cut by the turn limit
     plain = make_trainer(tok, tmp_path, per_device_train_batch_size=4, max_turns=1)
     batch = plain._generate_and_score_completions(rows(plain))
     assert all(ep.truncated for ep in plain.last_episodes)
     assert (batch["completion_mask"] * batch["tool_mask"]).sum() > 0
-    masked = make_trainer(tok, tmp_path, per_device_train_batch_size=4, max_turns=1, mask_truncated_completions=True)
+    masked = make_trainer(tok, tmp_path, per_device_train_batch_size=4, max_turns=1, mask_truncated_episodes=True)
     batch = masked._generate_and_score_completions(rows(masked))
     assert all(ep.truncated for ep in masked.last_episodes)
     assert (batch["completion_mask"] * batch["tool_mask"]).sum() == 0 and int(batch["num_items_in_batch"]) == 0
-    # episodes that end in the environment keep their loss
-    finished = make_trainer(tok, tmp_path, per_device_train_batch_size=4, max_turns=8, mask_truncated_completions=True)
-    batch = finished._generate_and_score_completions(rows(finished))
+    # TRL's meaning: only turns cut by the token budget (and context-budget episodes) lose their loss
+    budget = make_trainer(tok, tmp_path, per_device_train_batch_size=4, max_turns=8, mask_truncated_completions=True)
+    batch = budget._generate_and_score_completions(rows(budget))
     kept = (batch["completion_mask"] * batch["tool_mask"]).sum(-1)
-    for ep, n in zip(finished.last_episodes, kept.tolist(), strict=True):
-        assert (n == 0) == ep.truncated
+    for ep, n in zip(budget.last_episodes, kept.tolist(), strict=True):
+        masked_out = masked_turns(ep, token_budget=True)
+        assert n == sum(len(turn.action_ids) for t, turn in enumerate(ep.turns) if t not in masked_out)
+    assert any(turn.hit_token_limit for ep in budget.last_episodes for turn in ep.turns)
 
 
 @pytest.mark.parametrize(

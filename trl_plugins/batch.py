@@ -3,8 +3,7 @@
 An episode becomes one sample (``context_mode="full"``: the whole trajectory, environment tokens masked) or one
 sample per turn (``"stepwise"``); :func:`pad_samples` pads them into the tensors TRL's loss reads
 (``prompt_ids`` left-padded, ``completion_ids``, ``tool_mask`` = 1 on model tokens, ``turn_ids``, per-token
-``advantages``).  :func:`split_batch` and :func:`slice_rows` cut a batch into micro-batches and pieces;
-:func:`piece_weights` weights the pieces so their losses add up to the whole micro-batch's.
+``advantages``).  :func:`split_batch` and :func:`slice_rows` cut a batch into micro-batches and pieces.
 
 Example:
     >>> import torch
@@ -31,7 +30,6 @@ __all__ = [
     "episode_samples",
     "model_inputs",
     "pad_samples",
-    "piece_weights",
     "slice_rows",
     "split_batch",
     "turn_logprobs",
@@ -48,29 +46,56 @@ def turn_logprobs(turn: Any) -> list[float] | None:
     return turn.logprobs
 
 
+def masked_turns(episode: Episode, token_budget: bool = False, unfinished: bool = False) -> set[int]:
+    """The turns of ``episode`` that carry no loss.
+
+    ``token_budget`` (TRL's ``mask_truncated_completions``: a completion cut by the length budget): a turn cut at
+    ``max_new_tokens_per_turn`` (``Turn.hit_token_limit``), and every turn of an episode that the context budget
+    ended (``truncation_reason == "context_budget"``).  ``unfinished``: every turn of an episode that did not end
+    in the environment (its step limit, ``max_turns``, the context budget, a time limit, a crash).
+
+    Example:
+        >>> from agentgym_envs.engine import Episode, Turn
+        >>> ep = Episode(group=0, task_id=1, seed=0, prompt_ids=[5], messages=[], truncated=True,
+        ...              truncation_reason="step_limit")
+        >>> ep.turns += [Turn([7], "go", 0.0, "ok", "s0", hit_token_limit=True), Turn([8], "go", 0.0, "ok", "s1")]
+        >>> masked_turns(ep, token_budget=True), masked_turns(ep, token_budget=True, unfinished=True)
+        ({0}, {0, 1})
+    """
+    every = set(range(len(episode.turns)))
+    if unfinished and episode.truncated:
+        return every
+    if not token_budget:
+        return set()
+    if episode.truncation_reason == "context_budget":
+        return every
+    return {t for t, turn in enumerate(episode.turns) if turn.hit_token_limit}
+
+
 def episode_samples(
     episodes: Sequence[Episode],
     advantages: Sequence[torch.Tensor],
     *,
     context_mode: str = "full",
     mask_truncated: bool = False,
+    mask_truncated_episodes: bool = False,
     with_sampling_logps: bool = False,
 ) -> list[dict[str, list]]:
     """The trainer's samples of a batch of episodes, each with per-token advantages from its turn's.
 
-    ``mask_truncated`` (TRL's ``mask_truncated_completions``): an episode that did not end in the environment (turn
-    limit, context budget, the environment's time limit, a crash) keeps its place in the advantages but carries no
-    loss.  ``with_sampling_logps``: add the sampler's log-probs (vLLM) along the completion.
+    ``mask_truncated`` (TRL's ``mask_truncated_completions``) and ``mask_truncated_episodes``: the turns
+    :func:`masked_turns` names keep their place in the advantages but carry no loss.  ``with_sampling_logps``: add
+    the sampler's log-probs (vLLM) along the completion.
     """
-    drop = [mask_truncated and ep.truncated for ep in episodes]
     samples = []
-    for ep, adv, dropped in zip(episodes, advantages, drop, strict=True):
+    for ep, adv in zip(episodes, advantages, strict=True):
+        masked = masked_turns(ep, token_budget=mask_truncated, unfinished=mask_truncated_episodes)
         if context_mode == "full":
             ids, mask, turn_ids = ep.completion()
             sample = {
                 "prompt": ep.prompt_ids,
                 "completion": ids,
-                "mask": [0] * len(mask) if dropped else mask,
+                "mask": [0 if t in masked else m for m, t in zip(mask, turn_ids, strict=True)],
                 "turn_ids": turn_ids,
                 "advantages": [float(adv[t]) if t >= 0 else 0.0 for t in turn_ids],
             }
@@ -85,7 +110,7 @@ def episode_samples(
             sample = {
                 "prompt": turn.context_ids or [],
                 "completion": turn.action_ids,
-                "mask": [int(not dropped)] * n,
+                "mask": [int(t not in masked)] * n,
                 "turn_ids": [t] * n,
                 "advantages": [float(adv[t])] * n,
             }
@@ -172,25 +197,3 @@ def split_batch(batch: dict[str, Any], chunks: int, seed: int | None = None) -> 
                 part[key] = value
         parts.append(part)
     return parts
-
-
-def piece_weights(loss_type: str, batch: dict[str, Any], pieces: Sequence[dict[str, Any]]) -> list[float]:
-    """Weights that make the pieces' losses add up to the whole micro-batch's, for TRL's ``loss_type``.
-
-    By sample share for per-sequence means (``grpo``, ``dr_grpo``, ...), by token share for ``bnpo``, unweighted for
-    ``dapo`` (whose normalizer is global).
-
-    Example:
-        >>> ones = torch.ones(4, 2)
-        >>> b = {"completion_ids": torch.zeros(4, 2), "completion_mask": ones, "tool_mask": ones}
-        >>> piece_weights("grpo", b, [slice_rows(b, 0, 3), slice_rows(b, 3, 4)])
-        [0.75, 0.25]
-    """
-    if loss_type == "dapo":
-        return [1.0] * len(pieces)
-    if loss_type == "bnpo":
-        tokens = [float((p["completion_mask"] * p["tool_mask"]).sum()) for p in pieces]
-        total = max(1.0, sum(tokens))
-        return [t / total for t in tokens]
-    rows = batch["completion_ids"].size(0)
-    return [p["completion_ids"].size(0) / rows for p in pieces]

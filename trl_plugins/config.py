@@ -28,6 +28,7 @@ from trl import GRPOConfig
 
 from agentgym_envs.engine import CONTEXT_MODES, RolloutConfig
 from agentgym_envs.prompts import DEFAULT_SYSTEM_PROMPT, PromptConfig
+from agentgym_envs.workers import step_deadline_s
 from trl_plugins.advantages import ESTIMATORS
 from trl_plugins.aepo.config import AEPOConfig
 from trl_plugins.errors import TrainerConfigError
@@ -121,6 +122,17 @@ class AgentGRPOConfig(GRPOConfig):
             ScienceWorld, ALFWorld and web, in-process for the others; see ``docs/workers.md``).  A custom
             ``env_factory``, ``env_urls`` or AEPO branching (which copies environments) step in-process.
         env_processes: worker processes for ``env_workers="process"`` (default: the CPU's cores).
+        env_step_timeout_s: the deadline of one reset or step in a worker process or Ray actor; past it the episode
+            ends with ``truncation_reason="time_limit"`` (default: the family's ``Family.step_timeout_s``;
+            ``math.inf``: none; see ``docs/workers.md``).
+        mask_truncated_completions: TRL's meaning: completions cut by the length budget carry no loss -- a turn cut
+            at ``max_new_tokens_per_turn`` and every turn of an episode that the context budget
+            (``max_context_tokens``) ended (:func:`trl_plugins.batch.masked_turns`).  An episode the environment's
+            step limit or ``max_turns`` ended is trained on.
+        mask_truncated_episodes: also mask every episode that did not end in the environment (its step limit,
+            ``max_turns``, the context budget, a time limit, a crash): what ``mask_truncated_completions`` meant
+            before.  With environments that end a failed episode at their step limit, only won episodes then carry
+            a loss.
         env_urls: OpenEnv servers started with ``agentgym serve`` to play on instead of local environments
             (``agentgym/Remote-v0``, one per environment, round-robin over the URLs; comma-separated on the
             command line).
@@ -183,6 +195,24 @@ class AgentGRPOConfig(GRPOConfig):
     carry_kv_cache: bool = field(default=True, metadata={"help": "keep each episode's KV cache between its turns"})
     env_workers: str = field(default="auto", metadata={"help": "auto, inprocess, process or ray"})
     env_processes: int | None = field(default=None, metadata={"help": "worker processes (default: CPU cores)"})
+    env_step_timeout_s: float | None = field(
+        default=None,
+        metadata={"help": "deadline of one env reset/step in a worker process, seconds (default: the family's; inf: none)"},
+    )
+    mask_truncated_completions: bool = field(
+        default=False,
+        metadata={
+            "help": "as TRL: completions cut by the length budget carry no loss (a turn cut at max_new_tokens_per_turn, "
+            "an episode ended by the max_context_tokens budget); episodes ended by the step limit still do"
+        },
+    )
+    mask_truncated_episodes: bool = field(
+        default=False,
+        metadata={
+            "help": "also mask every episode the environment did not end (step limit, max_turns, time limit, crash); "
+            "with failure-by-step-limit environments only won episodes then carry a loss"
+        },
+    )
     env_urls: list[str] | str | None = field(
         default=None, metadata={"help": "agentgym serve URLs to play on (comma-separated on the command line)"}
     )
@@ -233,6 +263,11 @@ class AgentGRPOConfig(GRPOConfig):
             raise TrainerConfigError(f"env_workers must be one of {ENV_WORKERS}, not {self.env_workers!r}")
         if self.env_processes is not None and self.env_processes < 1:
             raise TrainerConfigError(f"env_processes must be >= 1, got {self.env_processes}")
+        if self.env_step_timeout_s is not None:
+            try:
+                step_deadline_s(self.env_id, self.env_step_timeout_s)
+            except ValueError as exc:
+                raise TrainerConfigError(f"env_step_timeout_s: {exc}") from exc
         if isinstance(self.env_urls, str):
             self.env_urls = [url.strip() for url in self.env_urls.split(",") if url.strip()]
         if self.env_urls is not None and not self.env_urls:

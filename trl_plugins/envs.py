@@ -87,6 +87,7 @@ class EnvPool:
             :func:`agentgym_envs.engine.make_workers` (``"process"``, ``"ray"``), which builds ``env_id`` with
             ``make_kwargs`` in workers, ``max_processes`` at most.
         probe: an environment already built (the trainer's probe), reused in-process and closed otherwise.
+        timeout_s: the workers' deadline of one reset or step (``None``: the family's; see ``make_workers``).
 
     Example:
         >>> args = AgentGRPOConfig(output_dir="/tmp/x")
@@ -105,12 +106,14 @@ class EnvPool:
         make_kwargs: dict[str, Any] | None = None,
         max_processes: int | None = None,
         probe: gym.Env | None = None,
+        timeout_s: float | None = None,
     ) -> None:
         self.factory = factory
         self.worker_kind = worker_kind
         self.env_id = env_id
         self.make_kwargs = dict(make_kwargs or {})
         self.max_processes = max_processes
+        self.timeout_s = timeout_s
         #: The environments (or workers) built so far, reused in order.
         self.envs: list[Any] = []
         #: Worker groups built so far (each closes its workers' environments and stops their processes).
@@ -129,7 +132,8 @@ class EnvPool:
             from agentgym_envs.workers import make_workers
 
             group = make_workers(
-                self.env_id, missing, kind=self.worker_kind, max_processes=self.max_processes, **self.make_kwargs
+                self.env_id, missing, kind=self.worker_kind, max_processes=self.max_processes,
+                timeout_s=self.timeout_s, **self.make_kwargs,
             )
             self.worker_groups.append(group)
             self.envs += list(group)

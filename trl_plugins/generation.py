@@ -145,9 +145,9 @@ class GenerationMixin:
         return result
 
     def action_entropies(self, contexts: list[list[int]], actions: list[list[int]]) -> list[float]:
-        """Mean policy entropy over each action's tokens given its context (AEPO's branching signal)."""
+        """Mean entropy of the sampling distribution (this run's temperature) over each action's tokens (AEPO)."""
         model = self.accelerator.unwrap_model(self.model)
-        return action_entropies(model, contexts, actions, self._tokenizer.pad_token_id)
+        return action_entropies(model, contexts, actions, self._tokenizer.pad_token_id, temperature=self.temperature)
 
     def _use_kv_sampler(self) -> bool:
         args = self.args

@@ -154,12 +154,19 @@ class AgentPPOTrainer(AgentGRPOTrainer):
         return batch
 
     # ---- loss ---------------------------------------------------------------------------
-    def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
-        loss = super()._compute_loss(model, inputs)
+    def token_scores(self, model: Any, inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The policy's scores and the critic's ``"values"`` of each completion token."""
+        scores = super().token_scores(model, inputs)
+        input_ids, attention_mask, logits_to_keep, _ = model_inputs(inputs)
+        scores["values"] = self.token_values(model, input_ids, attention_mask, logits_to_keep)
+        return scores
+
+    def loss_from_scores(self, inputs: dict[str, Any], scores: dict[str, torch.Tensor]) -> torch.Tensor:
+        loss = super().loss_from_scores(inputs, scores)
         mode = "train" if self.model.training else "eval"
         accumulation = self._accumulation_steps() if mode == "train" else 1
-        input_ids, attention_mask, logits_to_keep, mask = model_inputs(inputs)
-        values = self.token_values(model, input_ids, attention_mask, logits_to_keep)
+        mask = model_inputs(inputs)[3]
+        values = scores["values"]
         value_loss, value_clip = clipped_value_loss(
             values, inputs["old_values"], inputs["returns"], mask, self.args.ppo.value_clip
         )

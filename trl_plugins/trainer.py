@@ -147,7 +147,7 @@ class AgentGRPOTrainer(HeldOutEvaluation, GenerationMixin, GRPOTrainer):
         #: The environments of the rollouts (:class:`~trl_plugins.envs.EnvPool`); worker groups are built on demand.
         self.env_pool = EnvPool(
             env_factory, worker_kind, args.env_id, make_kwargs=env_make_kwargs(args),
-            max_processes=args.env_processes, probe=probe,
+            max_processes=args.env_processes, probe=probe, timeout_s=args.env_step_timeout_s,
         )
         self.tasks = TrainTasks(task_ids[: args.max_tasks] if args.max_tasks is not None else task_ids)
         use_vllm = bool(args.use_vllm)
@@ -277,7 +277,8 @@ class AgentGRPOTrainer(HeldOutEvaluation, GenerationMixin, GRPOTrainer):
         self.last_episodes, self.last_rollout_stats = list(episodes), stats
         samples = batching.episode_samples(
             episodes, self.episode_advantages(episodes), context_mode=self.rollout_config.context_mode,
-            mask_truncated=self.args.mask_truncated_completions, with_sampling_logps=self.use_vllm,
+            mask_truncated=self.args.mask_truncated_completions,
+            mask_truncated_episodes=self.args.mask_truncated_episodes, with_sampling_logps=self.use_vllm,
         )
         output = batching.pad_samples(samples, self._tokenizer.pad_token_id, self.accelerator.device)
         loss_mask = output["completion_mask"] * output["tool_mask"]
@@ -373,10 +374,17 @@ class AgentGRPOTrainer(HeldOutEvaluation, GenerationMixin, GRPOTrainer):
         """The loss of one micro-batch, in pieces of at most ``per_device_train_batch_size`` samples.
 
         Step-wise samples are turns, so a micro-batch can hold more of them than the configured batch size; it is
-        then scored in pieces (each piece's gradient is taken before the next forward), so memory follows
-        ``per_device_train_batch_size``.  Pieces are weighted (:func:`~trl_plugins.batch.piece_weights`) so that
-        the policy term equals the whole micro-batch's for every loss type; token-mean extras (entropy bonus,
-        hooks, KL) are weighted the same way.
+        then scored in pieces, so memory follows ``per_device_train_batch_size``, and gives exactly the whole
+        micro-batch's loss and gradient, whatever the loss type, hooks, KL or entropy bonus:
+
+        1. a no-grad pass scores every piece (:meth:`token_scores`: log-probabilities, entropy, PPO's values);
+        2. the loss is computed once, on the whole micro-batch's scores (:meth:`loss_from_scores`), so batch
+           statistics (AEPO's entropy standardisation, EPO's gate), normalisers, hook state and metrics see the
+           whole micro-batch; its gradient with respect to the scores is taken;
+        3. each piece is scored again with its gradient and backpropagated with the loss's gradient with respect
+           to its scores (the chain rule: the weights do not change between pieces), before the next forward.
+
+        The price is one no-grad forward over the micro-batch.  Under dropout the two passes see different masks.
         """
         if return_outputs:
             raise ValueError("AgentGRPOTrainer does not return outputs from compute_loss")
@@ -385,14 +393,25 @@ class AgentGRPOTrainer(HeldOutEvaluation, GenerationMixin, GRPOTrainer):
         if not (model.training and rows > size and self._can_split_backward()):
             return self._compute_loss(model, inputs)
         pieces = [batching.slice_rows(inputs, start, start + size) for start in range(0, rows, size)]
-        weights = batching.piece_weights(self.loss_type, inputs, pieces)
+        with torch.no_grad():
+            scored = [self.token_scores(model, piece) for piece in pieces]
+        whole = {name: torch.cat([s[name] for s in scored]).requires_grad_() for name in scored[0]}
+        loss = self.loss_from_scores(inputs, whole)
+        names = [name for name in whole]
+        found = torch.autograd.grad(loss, [whole[name] for name in names], allow_unused=True)
+        grads = {name: g for name, g in zip(names, found, strict=True) if g is not None}
         scale = self._returned_loss_scale(num_items_in_batch)
-        earlier = torch.zeros((), device=inputs["completion_ids"].device)
-        for piece, weight in zip(pieces[:-1], weights[:-1], strict=True):
-            loss = self._compute_loss(model, piece) * weight
-            self.accelerator.backward(loss * scale)  # the Trainer scales the returned loss the same way
-            earlier = earlier + loss.detach()
-        return self._compute_loss(model, pieces[-1]) * weights[-1] + earlier
+        start = 0
+        for k, piece in enumerate(pieces):
+            stop = start + piece["completion_ids"].size(0)
+            scores = self.token_scores(model, piece)
+            # Its backward gives the piece's share of the whole loss's gradient; its value is 0.
+            surrogate = sum(((g[start:stop] * scores[n]).sum() for n, g in grads.items()), 0.0 * scores["logps"].sum())
+            surrogate = surrogate - surrogate.detach()
+            start = stop
+            if k < len(pieces) - 1:
+                self.accelerator.backward(surrogate * scale)  # the Trainer scales the returned loss the same way
+        return loss.detach() + surrogate
 
     def _can_split_backward(self) -> bool:
         from accelerate.utils import DistributedType
@@ -407,8 +426,20 @@ class AgentGRPOTrainer(HeldOutEvaluation, GenerationMixin, GRPOTrainer):
         return 1.0 if scaled else 1.0 / self._accumulation_steps()
 
     def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
+        return self.loss_from_scores(inputs, self.token_scores(model, inputs))
+
+    def token_scores(self, model: Any, inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """What the model gives per completion token of a micro-batch, ``(rows, tokens)`` each: ``"logps"`` and
+        ``"entropy"`` (a subclass adds its own, e.g. PPO's ``"values"``); the loss depends on the model only
+        through them (:meth:`compute_loss` relies on it to split a micro-batch exactly)."""
         input_ids, attention_mask, logits_to_keep, mask = batching.model_inputs(inputs)
         logps, entropy = self.token_logps_and_entropy(model, input_ids, attention_mask, logits_to_keep, mask)
+        return {"logps": logps, "entropy": entropy}
+
+    def loss_from_scores(self, inputs: dict[str, Any], scores: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The loss of a micro-batch from its :meth:`token_scores` (and the loss metrics logged once)."""
+        logps, entropy = scores["logps"], scores["entropy"]
+        mask = batching.model_inputs(inputs)[3]
         old_logps = inputs.get("old_per_token_logps")
         mode = "train" if self.model.training else "eval"
         rl_step, rl_steps = self.rl_step()

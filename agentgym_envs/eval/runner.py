@@ -42,7 +42,7 @@ from agentgym_envs.eval.results import (
 )
 from agentgym_envs.eval.suite import Suite, SuiteEntry
 from agentgym_envs.registry import make, with_step_limit
-from agentgym_envs.workers import default_worker_kind
+from agentgym_envs.workers import default_worker_kind, step_deadline_s
 
 #: Pending episodes of one environment: ``(task index, sample)`` pairs.
 PendingWork = list[tuple[SuiteEntry, list[tuple[int, int]]]]
@@ -77,10 +77,12 @@ def env_worker_kind(mode: str, env_id: str) -> str:
 
 @dataclass(frozen=True)
 class _Placement:
-    """Where a batch's environments step: the ``env_workers`` mode and the most worker processes per batch."""
+    """Where a batch's environments step: the ``env_workers`` mode, the most worker processes per batch and the
+    deadline of one call in a worker process (``None``: the family's)."""
 
     mode: str
     processes: int
+    step_timeout_s: float | None = None
 
 
 # --- The run -------------------------------------------------------------------------------------------------
@@ -100,6 +102,7 @@ def run_leaderboard(
     batch_size: int = 64,
     env_workers: str = "auto",
     env_processes: int | None = None,
+    env_step_timeout_s: float | None = None,
 ) -> list[dict[str, Any]]:
     """Play every (policy, environment, task, sample) not already in ``out_dir/episodes.jsonl``; write the tables.
 
@@ -124,13 +127,18 @@ def run_leaderboard(
     (default) puts the slow families (``Family(worker="process")``) in worker processes, so their steps run in
     parallel, and keeps the fast ones in this process; ``"process"`` and ``"inprocess"`` force one or the
     other.  The worker processes of a batch are at most ``env_processes`` (default: the number of cores)
-    and are all stopped when the batch ends.  Where an environment steps does not change its episodes.
+    and are all stopped when the batch ends.  Where an environment steps does not change its episodes.  A reset or
+    step in a worker process that takes longer than ``env_step_timeout_s`` (default: the family's
+    :attr:`~agentgym_envs.registry.Family.step_timeout_s`; ``math.inf``: none) ends its episode with
+    ``truncation_reason="time_limit"`` (a stopped simulator cannot hold up the batch).
 
     Example:
         >>> rows = run_leaderboard(load_suite("quick"), ["random", "expert"], "results/leaderboard")  # doctest: +SKIP
     """
     _check_run(suite, policy_specs, env_workers, env_processes)
-    placement = _Placement(env_workers, env_processes or os.cpu_count() or 1)
+    if env_step_timeout_s is not None:
+        step_deadline_s("", env_step_timeout_s)  # a bad value fails here, before anything is played
+    placement = _Placement(env_workers, env_processes or os.cpu_count() or 1, env_step_timeout_s)
     options = _Options(seed, temperature, max_new_tokens, progress, batch, threads, batch_size, placement)
     run = _Run.start(suite, policy_specs, Path(out_dir), options, max_episodes)
     for spec in policy_specs:
@@ -483,7 +491,9 @@ def _batch_envs(
 
             # The processes are shared among the environments in proportion to their episodes (at least one each).
             share = max(1, placement.processes * len(where) // total)
-            group = make_workers(env_id, len(where), kind="process", max_processes=share, **_env_kwargs(entry, policy))
+            kwargs = _env_kwargs(entry, policy)
+            timeout_s = placement.step_timeout_s
+            group = make_workers(env_id, len(where), kind="process", max_processes=share, timeout_s=timeout_s, **kwargs)
             opened.append(group)
             for k, worker in zip(where, group, strict=True):
                 envs[k] = worker

@@ -30,7 +30,15 @@ class RemoteEnvError(AgentGymError, RuntimeError):
 
 
 class BackendLost(Exception):
-    """Internal: the backend is gone (connection dropped, actor died, no reply in time)."""
+    """Internal: the backend is gone (connection dropped, actor died, no reply in time).
+
+    ``reason`` is the episode's ``truncation_reason``: ``"crash"``, or ``"time_limit"`` for a backend that missed
+    its deadline.
+    """
+
+    def __init__(self, message: str, reason: str = "crash"):
+        super().__init__(message)
+        self.reason = reason
 
 
 def raise_remote_error(type_name: str, message: str) -> None:
@@ -220,7 +228,7 @@ class ProxyTextEnv(gym.Env[str, str], abc.ABC):
             obs, reward, terminated, truncated, info = self._backend_step(action)
         except BackendLost as exc:
             self._lose_backend()
-            return self._crashed(action, str(exc))
+            return self._crashed(action, str(exc), exc.reason)
         except Exception:
             self._done = True  # the backend refused the step: the episode cannot go on
             raise
@@ -229,10 +237,13 @@ class ProxyTextEnv(gym.Env[str, str], abc.ABC):
         self._last_observation = obs
         return obs, reward, terminated, truncated, info
 
-    def _crashed(self, action: str, reason: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+    def _crashed(
+        self, action: str, why: str, truncation: str = "crash"
+    ) -> tuple[str, float, bool, bool, dict[str, Any]]:
         self._done = True
-        message = f"lost the environment at {self._where()}: {reason}"
-        obs, reward, terminated, truncated, info = crash_outcome(crash_info(self._info, action, message), message)
+        message = f"lost the environment at {self._where()}: {why}"
+        info = crash_info(self._info, action, message, truncation)
+        obs, reward, terminated, truncated, info = crash_outcome(info, message, truncation)
         self._info = info
         self._last_observation = obs
         return obs, reward, terminated, truncated, info

@@ -38,8 +38,10 @@ from agentgym_envs.workers.base import (
     ResetResult,
     StepResult,
     WorkerGroup,
+    default_step_timeout_s,
     error_text,
     reset_many,
+    step_deadline_s,
     step_many,
 )
 from agentgym_envs.workers.inprocess import InProcessWorker
@@ -54,10 +56,12 @@ __all__ = [
     "ResetResult",
     "StepResult",
     "WorkerGroup",
+    "default_step_timeout_s",
     "default_worker_kind",
     "error_text",
     "make_workers",
     "reset_many",
+    "step_deadline_s",
     "step_many",
 ]
 
@@ -89,6 +93,7 @@ def make_workers(
     max_processes: int | None = None,
     timeout_s: float | None = None,
     start_method: str = "forkserver",
+    capture_output: bool = True,
     **env_kwargs: Any,
 ) -> WorkerGroup:
     """``n`` workers, each with its own ``gym.make(env_id, **env_kwargs)``.
@@ -98,8 +103,14 @@ def make_workers(
         max_processes: ``"process"`` only: at most this many worker processes, the ``n`` environments
             spread over them round-robin (default: the number of cores).  ``max_processes=n`` gives each
             environment its own process.
-        timeout_s: ``"process"`` only: the longest one ``reset``/``step`` may take.
+        timeout_s: ``"process"`` and ``"ray"``: the longest one ``reset``/``step`` may take before the episode
+            ends with ``truncation_reason="time_limit"`` (``None``, default: the family's
+            :attr:`~agentgym_envs.registry.Family.step_timeout_s`, :func:`default_step_timeout_s`; ``math.inf``:
+            no deadline).  In-process environments run in the caller's thread and have none.
         start_method: ``"process"`` only: ``"forkserver"`` or ``"spawn"``.
+        capture_output: ``"process"`` only: keep what the worker processes write to stdout and stderr (bounded:
+            ``ProcessWorker.output()``; the end of ``info["error"]`` when a process dies or is killed) instead of
+            letting it reach this process's terminal.
 
     Example:
         >>> workers = make_workers("agentgym/TextCraft-v0", 8, kind="process", split="test")  # doctest: +SKIP
@@ -112,7 +123,8 @@ def make_workers(
     if kind == "inprocess":
         return _in_process_workers(env_id, n, env_kwargs)
     if kind == "process":
-        return _process_workers(env_id, n, max_processes, timeout_s, start_method, env_kwargs)
+        deadline = step_deadline_s(env_id, timeout_s)
+        return _process_workers(env_id, n, max_processes, deadline, start_method, capture_output, env_kwargs)
     if kind == "ray":
         from agentgym_envs.workers import ray  # Ray itself is imported when the first actor starts
 
@@ -142,6 +154,7 @@ def _process_workers(
     max_processes: int | None,
     timeout_s: float | None,
     start_method: str,
+    capture_output: bool,
     env_kwargs: dict[str, Any],
 ) -> WorkerGroup:
     processes = min(n, max_processes if max_processes is not None else (os.cpu_count() or 1))
@@ -151,7 +164,7 @@ def _process_workers(
     hosts: list[_Host] = []
     try:
         for count in slots:  # start them all, then wait: environments are built in parallel
-            hosts.append(_Host(env_id, env_kwargs, count, start_method, close_grace_s=10.0))
+            hosts.append(_Host(env_id, env_kwargs, count, start_method, 10.0, capture_output))
         for host in hosts:
             host.wait_ready()
     except BaseException:

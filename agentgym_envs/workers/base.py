@@ -6,8 +6,10 @@ parallel while the engine waits (or generates for episodes that are already back
 
 Failures are episode outcomes, never exceptions: an exception raised by the environment's ``reset`` or
 ``step``, or a worker process that dies, ends the episode with ``truncated=True``,
-``info["truncation_reason"] == "crash"`` and ``info["error"] == "<type>: <message>"``; a call that takes
-longer than ``timeout_s`` ends it with ``truncation_reason == "time_limit"`` (the process is killed).
+``info["truncation_reason"] == "crash"`` and ``info["error"] == "<type>: <message>"``; a call to a worker
+process or a Ray actor that takes longer than its deadline (``timeout_s``; by default the family's
+:attr:`~agentgym_envs.registry.Family.step_timeout_s`, :func:`step_deadline_s`) ends it with
+``truncation_reason == "time_limit"`` (the process or actor is killed).
 After such an outcome the worker wants a reset, which rebuilds the environment (``InProcessWorker`` with a
 ``rebuild`` factory, as ``make_workers`` gives it) or starts a fresh process.  A reset that fails returns
 the message as observation with the same ``info`` keys: check ``info["truncation_reason"]`` after a reset.
@@ -24,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -74,6 +77,43 @@ class EnvWorker(Protocol):
     def step_wait(self) -> StepResult: ...
 
     def close(self) -> None: ...
+
+
+# ---- deadlines ---------------------------------------------------------------------------------------------
+def default_step_timeout_s(env_id: str) -> float:
+    """The deadline of one ``reset``/``step`` of ``env_id`` in a worker process or a Ray actor, in seconds: its
+    family's :attr:`~agentgym_envs.registry.Family.step_timeout_s` (the ``"process"`` default for an id that is not
+    an ``agentgym/`` one).
+
+    Example:
+        >>> default_step_timeout_s("agentgym/TextCraft-v0"), default_step_timeout_s("agentgym/ScienceWorld-v0")
+        (60.0, 300.0)
+    """
+    from agentgym_envs.registry import DEFAULT_STEP_TIMEOUT_S, NAMESPACE, registration
+
+    if not env_id.startswith(f"{NAMESPACE}/"):
+        return DEFAULT_STEP_TIMEOUT_S["process"]
+    return registration(env_id).family.step_timeout_s  # type: ignore[return-value]
+
+
+def step_deadline_s(env_id: str, timeout_s: float | None) -> float | None:
+    """The deadline a worker applies: ``timeout_s``, the family's default when it is ``None``, and no deadline
+    (``None``) for ``math.inf``.
+
+    Raises:
+        ValueError: ``timeout_s`` is not a number of seconds above 0.
+
+    Example:
+        >>> step_deadline_s("agentgym/TextCraft-v0", None), step_deadline_s("agentgym/TextCraft-v0", 5)
+        (60.0, 5.0)
+        >>> step_deadline_s("agentgym/TextCraft-v0", float("inf")) is None
+        True
+    """
+    if timeout_s is None:
+        return default_step_timeout_s(env_id)
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not timeout_s > 0:
+        raise ValueError(f"timeout_s must be a number of seconds > 0 (math.inf: no deadline), got {timeout_s!r}")
+    return None if math.isinf(timeout_s) else float(timeout_s)
 
 
 # ---- outcomes shared by every worker ----------------------------------------------------------------------

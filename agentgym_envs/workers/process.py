@@ -14,6 +14,11 @@ all are replaced at their next reset).  Pass ``max_processes=n`` for one process
 environment started there: a JVM, a browser); a finalizer does the same for a worker that is dropped
 without ``close()``.
 
+What a worker process writes to its stdout and stderr (a simulator's log, a JVM's warnings, whatever the
+environment prints; also what programs it starts write) does not reach this process's terminal: it is
+captured, the last :data:`OUTPUT_LIMIT_BYTES` kept (:meth:`ProcessWorker.output`), and when the process dies
+or is killed for a time limit, ``info["error"]`` ends with its last :data:`CRASH_OUTPUT_CHARS` characters.
+
 Example:
     >>> worker = ProcessWorker("agentgym/TextCraft-v0", split="test")  # doctest: +SKIP
     >>> worker.reset_async(seed=0); obs, info = worker.reset_wait()    # doctest: +SKIP
@@ -27,7 +32,10 @@ import contextlib
 import multiprocessing
 import os
 import pickle
+import select
 import signal
+import sys
+import threading
 import time
 import traceback
 import weakref
@@ -46,7 +54,13 @@ from agentgym_envs.workers.base import (
     _check_action,
     _crash_reset,
     _crash_step,
+    step_deadline_s,
 )
+
+#: How much of a worker process's output (stdout and stderr together) is kept: its last bytes.
+OUTPUT_LIMIT_BYTES = 64 * 1024
+#: How much of that tail ``info["error"]`` ends with when the process died or was killed (characters).
+CRASH_OUTPUT_CHARS = 4000
 
 
 # ---- the child process ------------------------------------------------------------------------------------
@@ -89,8 +103,25 @@ def _exit_on_signal(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
-def _host_main(conn: Connection, env_id: str, env_kwargs: dict[str, Any], slots: int) -> None:
+def _redirect_output(output: Connection) -> None:
+    """Send this process's stdout and stderr (file descriptors 1 and 2, so also its children's) into ``output``."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    for fd in (1, 2):
+        os.dup2(output.fileno(), fd)
+    output.close()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.reconfigure(line_buffering=True)  # type: ignore[union-attr] - what a crash leaves is on record
+
+
+def _host_main(
+    conn: Connection, env_id: str, env_kwargs: dict[str, Any], slots: int, output: Connection | None = None
+) -> None:
     """A worker process: build ``slots`` environments, then run commands from ``conn`` until told to stop."""
+    if output is not None:
+        _redirect_output(output)
     # Own process group: the parent ends everything the environments start (JVM, browser) with one killpg.
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)
@@ -155,6 +186,17 @@ def _host_main(conn: Connection, env_id: str, env_kwargs: dict[str, Any], slots:
 
 
 # ---- the parent's side of a worker process ----------------------------------------------------------------
+def _tail(output: _OutputTail | None, settle_s: float = 0.0, last: int | None = CRASH_OUTPUT_CHARS) -> str:
+    """The end of a worker process's captured output (``""`` when it was not captured)."""
+    return "" if output is None else output.text(settle_s, last)
+
+
+def _last_words(output: _OutputTail | None) -> str:
+    """What a process that died or was killed last wrote, as the end of its crash's ``info["error"]``."""
+    tail = _tail(output, settle_s=0.5)  # the rest of it, until the pipe's last writer is gone
+    return f"\n--- the worker process's last output ---\n{tail}" if tail else ""
+
+
 def _exited(process: multiprocessing.process.BaseProcess, timeout: float) -> bool:
     """Wait up to ``timeout`` s for ``process`` to exit."""
     return bool(wait_ready([process.sentinel], timeout))
@@ -204,6 +246,64 @@ def _death_note(process: multiprocessing.process.BaseProcess) -> str:
     return f"EnvironmentCrashedError: the worker process (pid {process.pid}) died ({how})"
 
 
+class _OutputTail:
+    """The last ``limit`` bytes a worker process wrote to its stdout and stderr, read from ``source`` (the read end
+    of the pipe they go to) by a thread of its own until every writer is gone."""
+
+    def __init__(self, source: Connection, limit: int = OUTPUT_LIMIT_BYTES):
+        self.limit = limit
+        self.total = 0  # bytes written, those dropped included
+        self._source = source
+        self._kept = bytearray()
+        self._ended = False
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._drain, name="agentgym-worker-output", daemon=True)
+        self._reader.start()
+
+    def _drain(self) -> None:
+        fd = self._source.fileno()
+        os.set_blocking(fd, False)
+        try:
+            while True:
+                select.select([fd], [], [])  # data or the end; the read is done under the lock, in order
+                with self._lock:
+                    if not self._read_available():
+                        break
+        except (OSError, ValueError):
+            pass
+        finally:
+            with self._lock:
+                self._ended = True
+                self._source.close()
+
+    def _read_available(self) -> bool:
+        """Keep what the pipe holds now (call with the lock held); ``False`` once every writer is gone."""
+        while True:
+            try:
+                chunk = os.read(self._source.fileno(), 65536)
+            except BlockingIOError:
+                return True
+            if not chunk:
+                return False
+            self.total += len(chunk)
+            self._kept += chunk
+            del self._kept[: max(0, len(self._kept) - self.limit)]
+
+    def text(self, settle_s: float = 0.0, last: int | None = None) -> str:
+        """What was kept (its ``last`` characters), after waiting up to ``settle_s`` for a dead process's rest."""
+        if settle_s > 0:
+            self._reader.join(settle_s)
+        with self._lock:
+            if not self._ended:  # what the process wrote before its last reply is in the pipe already
+                with contextlib.suppress(OSError):
+                    self._read_available()
+            kept, dropped = bytes(self._kept), self.total - len(self._kept)
+        text = kept.decode("utf-8", errors="replace")
+        if last is not None and len(text) > last:
+            dropped, text = dropped + 1, text[-last:]
+        return f"[earlier output dropped]\n{text}" if dropped else text
+
+
 class _Host:
     """One worker process holding ``slots`` environments, and its replies in flight.
 
@@ -211,9 +311,19 @@ class _Host:
     garbage-collected (a finalizer, also run at interpreter exit).
     """
 
-    def __init__(self, env_id: str, env_kwargs: dict[str, Any], slots: int, start_method: str, close_grace_s: float):
+    def __init__(
+        self,
+        env_id: str,
+        env_kwargs: dict[str, Any],
+        slots: int,
+        start_method: str,
+        close_grace_s: float,
+        capture_output: bool = True,
+    ):
         self.env_id, self.env_kwargs, self.slots = env_id, dict(env_kwargs), slots
-        self.close_grace_s = close_grace_s
+        self.close_grace_s, self.capture_output = close_grace_s, capture_output
+        self.output: _OutputTail | None = None
+        self.previous_output: _OutputTail | None = None  # the previous process's, for episodes that lived there
         self.ctx = multiprocessing.get_context(start_method)
         self.generation = 0
         self.open_slots = set(range(slots))
@@ -224,18 +334,23 @@ class _Host:
     # life cycle ---------------------------------------------------------------------------------------
     def _start(self) -> None:
         parent_conn, child_conn = self.ctx.Pipe()
+        output_read, output_write = self.ctx.Pipe(duplex=False) if self.capture_output else (None, None)
         process = self.ctx.Process(
             target=_host_main,
-            args=(child_conn, self.env_id, self.env_kwargs, self.slots),
+            args=(child_conn, self.env_id, self.env_kwargs, self.slots, output_write),
             name=f"agentgym-worker[{self.env_id}]",
             daemon=True,  # a backstop: multiprocessing terminates daemonic children at exit
         )
         started = time.perf_counter()
         process.start()
         child_conn.close()
+        if output_write is not None and output_read is not None:
+            output_write.close()  # the child's copy is the only writer: its death (and its children's) ends the tail
+            self.output = _OutputTail(output_read)
         self.process, self.conn = process, parent_conn
         self.generation += 1
         self.ready = False
+        self.ready_at = 0.0  # time.monotonic() when the environments were built: calls' deadlines start there
         self.dead_note: str | None = None  # why this process is gone, once it is
         self.started_s = time.perf_counter() - started
         self.replies: dict[int, tuple] = {}
@@ -250,7 +365,7 @@ class _Host:
             self._finalizer()
 
     def restart(self) -> None:
-        self.previous_note = self.dead_note
+        self.previous_note, self.previous_output = self.dead_note, self.output
         self.stop()
         self._start()
 
@@ -292,11 +407,17 @@ class _Host:
             self.in_flight += 1
         return True
 
-    def reply(self, slot: int, deadline: float | None) -> tuple | None:
-        """The reply for ``slot``, or ``None`` if the process died or ``deadline`` passed first."""
-        while not self.ready:  # building the environments does not count against a call's deadline
+    def call_deadline(self, sent_at: float, budget: float | None) -> float | None:
+        """When a call sent at ``sent_at`` with ``budget`` seconds times out (``None``: never; not before the
+        environments are built: building them does not count against a call's deadline)."""
+        return None if budget is None else max(sent_at, self.ready_at) + budget
+
+    def reply(self, slot: int, sent_at: float, budget: float | None) -> tuple | None:
+        """The reply for ``slot``, or ``None`` if the process died or the call's deadline passed first."""
+        while not self.ready:
             if not self._pump(None):
                 return None
+        deadline = self.call_deadline(sent_at, budget)
         while slot not in self.replies:
             if not self._pump(deadline):
                 return None
@@ -319,7 +440,7 @@ class _Host:
                 self.dead_note = self.dead_note or _death_note(self.process)
                 return False
             if kind == "ready":
-                self.ready = True
+                self.ready, self.ready_at = True, time.monotonic()
             elif kind == "failed":
                 self.dead_note = payload.text
                 exc = payload.exception()
@@ -343,11 +464,15 @@ class ProcessWorker:
 
     Args:
         env_id: a registered id, e.g. ``"agentgym/ScienceWorld-v0"``.
-        timeout_s: the longest a ``reset`` or ``step`` may take (``None``: no limit).  Past it the process
+        timeout_s: the longest a ``reset`` or ``step`` may take (``None``: the family's
+            :attr:`~agentgym_envs.registry.Family.step_timeout_s`; ``math.inf``: no limit).  Past it the process
             is killed and the episode truncated with ``truncation_reason="time_limit"``.
         start_method: ``"forkserver"`` (default: processes forked from a clean single-threaded server, so
             threads, torch or a JVM in this process do not leak into them) or ``"spawn"``.
         close_grace_s: how long ``close()`` waits for the environment to close before killing the process.
+        capture_output: keep the process's stdout and stderr (the last :data:`OUTPUT_LIMIT_BYTES`, :meth:`output`;
+            the end of ``info["error"]`` when the process dies or is killed) instead of letting it write to this
+            process's terminal.
         **env_kwargs: passed to ``gym.make``.
 
     Example:
@@ -366,11 +491,13 @@ class ProcessWorker:
         timeout_s: float | None = None,
         start_method: str = "forkserver",
         close_grace_s: float = 10.0,
+        capture_output: bool = True,
         **env_kwargs: Any,
     ):
-        host = _Host(env_id, env_kwargs, 1, start_method, close_grace_s)
+        deadline = step_deadline_s(env_id, timeout_s)
+        host = _Host(env_id, env_kwargs, 1, start_method, close_grace_s, capture_output)
         host.wait_ready()
-        self._attach(host, 0, timeout_s)
+        self._attach(host, 0, deadline)
 
     @classmethod
     def _on_host(cls, host: _Host, slot: int, timeout_s: float | None) -> ProcessWorker:
@@ -381,9 +508,11 @@ class ProcessWorker:
     def _attach(self, host: _Host, slot: int, timeout_s: float | None) -> None:
         self._host: _Host | None = host
         self._slot = slot
+        #: The deadline of one call in seconds (``None``: none).
         self.timeout_s = timeout_s
         self._generation: int | None = None  # the host process this worker's episode lives in
-        self._pending: tuple[str, str | None, int, float] | None = None  # kind, action, generation, deadline
+        # kind, action, generation, sent at, budget (seconds; None: no deadline)
+        self._pending: tuple[str, str | None, int, float, float | None] | None = None
         self._last_info: dict[str, Any] | None = None
         self._crashed = False
         self._rebuild = False
@@ -392,6 +521,16 @@ class ProcessWorker:
     def pid(self) -> int | None:
         """The worker process's id (``None`` once closed)."""
         return None if self._host is None else self._host.process.pid
+
+    def output(self) -> str:
+        """What the worker process wrote to its stdout and stderr: the last :data:`OUTPUT_LIMIT_BYTES` (decoded;
+        a first line says when earlier output was dropped).  Empty with ``capture_output=False`` or once closed.
+
+        Example:
+            >>> worker.output()[-20:]   # doctest: +SKIP
+            'JVM started on 25335\n'
+        """
+        return "" if self._host is None else _tail(self._host.output, last=None)
 
     def reset_async(self, seed: int | None = None, options: dict | None = None) -> None:
         host = self._check_idle()
@@ -438,18 +577,20 @@ class ProcessWorker:
         if self._pending is None or self._host is None:
             return True
         host = self._host
-        _, _, generation, call_deadline = self._pending
+        _, _, generation, sent_at, budget = self._pending
         if generation != host.generation:
             return True
         deadline = time.monotonic() + max(0.0, timeout)
-        if call_deadline >= 0 and host.ready:
+        call_deadline = host.call_deadline(sent_at, budget) if host.ready else None
+        if call_deadline is not None:
             deadline = min(deadline, call_deadline)
         while self._slot not in host.replies:
             if not host._pump(deadline):
                 break
         if self._slot in host.replies or not host.alive:
             return True
-        return host.ready and call_deadline >= 0 and time.monotonic() >= call_deadline
+        call_deadline = host.call_deadline(sent_at, budget) if host.ready else None
+        return call_deadline is not None and time.monotonic() >= call_deadline
 
     def call(self, path: str, *args: Any, **kwargs: Any) -> Any:
         """``env.unwrapped.<path>(*args, **kwargs)`` in the worker process (synchronous; exceptions raise here).
@@ -505,8 +646,8 @@ class ProcessWorker:
         elif not host.send(self._slot, kind, args):
             generation = -1
         queued = max(host.in_flight, 1)  # calls of other workers in the same process run first
-        deadline = None if self.timeout_s is None else time.monotonic() + self.timeout_s * queued
-        self._pending = (kind, action, generation, deadline if deadline is not None else -1.0)
+        budget = None if self.timeout_s is None else self.timeout_s * queued
+        self._pending = (kind, action, generation, time.monotonic(), budget)
 
     def _receive(self, kind: str, raw: bool = False) -> tuple[str, Any, str]:
         """``("ok", result, "")`` or ``("crash", error text, truncation reason)``; caller errors raise."""
@@ -514,11 +655,12 @@ class ProcessWorker:
             raise RuntimeError(f"no {kind} pending: call {kind}_async() first")
         host = self._host
         assert host is not None
-        _, _, generation, deadline = self._pending
+        _, _, generation, sent_at, budget = self._pending
         self._pending = None
         if generation != host.generation:
-            return "crash", self._lost_note(host), "crash"
-        reply = host.reply(self._slot, None if deadline < 0 else deadline)
+            lost_with = host.output if host.dead_note is not None else host.previous_output
+            return "crash", self._lost_note(host) + _last_words(lost_with), "crash"
+        reply = host.reply(self._slot, sent_at, budget)
         if reply is None:
             if host.alive:  # the deadline passed: a hung environment
                 waited = self.timeout_s
@@ -526,8 +668,9 @@ class ProcessWorker:
                     f"TimeoutError: no reply from the environment within {waited} s; its worker process was killed"
                 )
                 self._rebuild = False
-                return "crash", f"TimeoutError: the call did not finish within {waited} s", "time_limit"
-            return "crash", host.dead_note or self._lost_note(host), "crash"
+                note = f"TimeoutError: the call did not finish within {waited} s"
+                return "crash", note + _last_words(host.output), "time_limit"
+            return "crash", (host.dead_note or self._lost_note(host)) + _last_words(host.output), "crash"
         status, payload = reply
         if status == "ok" or raw:
             return status, payload, ""

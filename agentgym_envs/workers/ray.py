@@ -7,9 +7,11 @@ verl, verl-agent and SkyRL spread environment workers; JVM simulators and browse
 cluster's cores instead of the GPU machine's.
 
 Semantics match a local environment that crashed: when the actor dies in the middle of an
-episode (its process killed, its node lost) or does not answer within ``timeout_s``, the step
-ends the episode as truncated with ``info["truncation_reason"] == "crash"``; the next ``reset``
-starts a fresh actor.  ``close()`` closes the environment in the actor and kills the actor.
+episode (its process killed, its node lost) the step ends the episode as truncated with
+``info["truncation_reason"] == "crash"``; when it does not answer within its deadline (``timeout_s``, by
+default the family's :attr:`~agentgym_envs.registry.Family.step_timeout_s`) with ``"time_limit"``, the
+actor killed at once (the step takes the deadline once, not once more waiting for a graceful close).  The
+next ``reset`` starts a fresh actor.  ``close()`` closes the environment in the actor and kills the actor.
 
 Ray is started on first use when it is not running (``address=None``: a local Ray;
 ``address="ray://head:10001"`` or ``"auto"``: an existing cluster, whose nodes need
@@ -33,7 +35,11 @@ from typing import Any
 from agentgym_envs.errors import MissingDependencyError
 from agentgym_envs.remote.host import EnvHost
 from agentgym_envs.remote.proxy import BackendLost, ProxyTextEnv
+from agentgym_envs.workers.base import step_deadline_s
 from agentgym_envs.workers.inprocess import InProcessWorker
+
+#: How long an actor may take to start and build its environment (seconds; at least the call deadline).
+START_TIMEOUT_S = 300.0
 
 
 def _ray() -> Any:
@@ -89,7 +95,8 @@ class RayEnv(ProxyTextEnv):
         address: the Ray cluster to join when Ray is not initialised yet (``None``: start a local Ray).
         actor_options: ``.options(...)`` of the actor, e.g. ``{"num_cpus": 1}`` to reserve a core per
             environment, ``{"resources": {"jvm": 1}}``, a ``runtime_env``.
-        timeout_s: how long one call may take before the actor counts as lost.
+        timeout_s: how long one call may take before the actor counts as lost (``None``: the family's
+            :attr:`~agentgym_envs.registry.Family.step_timeout_s`; ``math.inf``: no limit).
         render_mode: ``"ansi"`` or ``"human"``, as locally.
         **env_kwargs: the environment's ``gym.make`` kwargs (``split``, ``reward``, ...).
 
@@ -104,7 +111,7 @@ class RayEnv(ProxyTextEnv):
         env_id: str,
         address: str | None = None,
         actor_options: Mapping[str, Any] | None = None,
-        timeout_s: float = 300.0,
+        timeout_s: float | None = None,
         render_mode: str | None = None,
         **env_kwargs: Any,
     ):
@@ -112,13 +119,16 @@ class RayEnv(ProxyTextEnv):
 
         ray = _ray()
         registration(env_id)  # an unknown id fails here, not in the actor
+        deadline = step_deadline_s(env_id, timeout_s)
         super().__init__(env_id, env_kwargs, render_mode=render_mode)
         if not ray.is_initialized():
             ray.init(address=address, include_dashboard=False)
         self.address = address
         self.actor_options = dict(actor_options or {})
-        self.timeout_s = float(timeout_s)
+        #: The deadline of one call in seconds (``None``: none).
+        self.timeout_s = deadline
         self.actor: Any = None
+        self._hung = False  # the actor missed a deadline: kill it without waiting for a graceful close
         # A call submitted ahead by :class:`RayWorker` (``(kind, args, ref)``), so that the actors of a
         # batch work in parallel while this process waits on the first of them.
         self._submitted: tuple[str, Any, Any] | None = None
@@ -155,18 +165,21 @@ class RayEnv(ProxyTextEnv):
         return int(self._get(self.actor.pid.remote()))
 
     # ---- backend -------------------------------------------------------------------------------
-    def _get(self, ref: Any) -> Any:
+    def _get(self, ref: Any, timeout_s: float | None = -1.0) -> Any:
+        """``ray.get`` within ``timeout_s`` (default: the call deadline, :attr:`timeout_s`)."""
         ray = _ray()
         from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
+        timeout_s = self.timeout_s if timeout_s == -1.0 else timeout_s
         try:
-            return ray.get(ref, timeout=self.timeout_s)
+            return ray.get(ref, timeout=timeout_s)
         except RayActorError as exc:
             raise BackendLost(
                 f"the actor died: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
             ) from exc
         except GetTimeoutError as exc:
-            raise BackendLost(f"no answer within {self.timeout_s:g} s") from exc
+            self._hung = True
+            raise BackendLost(f"TimeoutError: no answer within {timeout_s:g} s", "time_limit") from exc
         except RayTaskError as exc:
             cause = getattr(exc, "cause", None)
             if isinstance(cause, BaseException):
@@ -178,19 +191,24 @@ class RayEnv(ProxyTextEnv):
         actor_class = ray.remote(EnvActor)
         options = {"max_restarts": 0, **self.actor_options}
         self.actor = actor_class.options(**options).remote()
-        self._description_at_start = self._get(self.actor.start.remote(self.env_id, self.env_kwargs))
+        # Like a worker process's, an actor's start (scheduling it, importing, building the environment) is not
+        # held to the call deadline; it gets the longer of it and START_TIMEOUT_S.
+        start_s = None if self.timeout_s is None else max(self.timeout_s, START_TIMEOUT_S)
+        self._description_at_start = self._get(self.actor.start.remote(self.env_id, self.env_kwargs), start_s)
 
     def _disconnect(self) -> None:
         self._submitted = None
         actor, self.actor = self.actor, None
+        hung, self._hung = self._hung, False
         if actor is None:
             return
         ray = _ray()
-        try:
-            # Let the environment close its simulator / browser, then make sure the process is gone.
-            ray.get(actor.close.remote(), timeout=min(self.timeout_s, 30.0))
-        except Exception:  # noqa: BLE001 - the actor may be dead already
-            pass
+        if not hung:  # a hung actor would only make the caller wait its deadline a second time
+            try:
+                # Let the environment close its simulator / browser, then make sure the process is gone.
+                ray.get(actor.close.remote(), timeout=min(self.timeout_s or 30.0, 30.0))
+            except Exception:  # noqa: BLE001 - the actor may be dead already
+                pass
         try:
             ray.kill(actor, no_restart=True)
         except Exception:  # noqa: BLE001
@@ -214,8 +232,9 @@ class RayWorker(InProcessWorker):
 
     ``reset_async``/``step_async`` submit the call to the actor at once, so all environments of a
     batch work in parallel (on the cluster's cores) while ``*_wait`` collects the results in order.
-    Crash semantics are :class:`RayEnv`'s: a dead or silent actor ends the episode as truncated with
-    ``truncation_reason="crash"`` and the next reset starts a fresh actor.
+    Crash semantics are :class:`RayEnv`'s: a dead actor ends the episode as truncated with
+    ``truncation_reason="crash"``, one silent past its deadline with ``"time_limit"``, and the next reset starts a
+    fresh actor.
 
     Example:
         >>> from agentgym_envs.workers import make_workers                                  # doctest: +SKIP
@@ -255,8 +274,7 @@ def make_ray_workers(
     Example:
         >>> workers = make_ray_workers("agentgym/BabyAI-GoToLocal-v0", 2, split="test")  # doctest: +SKIP
     """
-    timeout = 300.0 if timeout_s is None else float(timeout_s)
     return [
-        RayWorker(RayEnv(env_id, address=address, actor_options=actor_options, timeout_s=timeout, **env_kwargs))
+        RayWorker(RayEnv(env_id, address=address, actor_options=actor_options, timeout_s=timeout_s, **env_kwargs))
         for _ in range(n)
     ]

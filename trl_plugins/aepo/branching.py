@@ -6,7 +6,8 @@
   (:func:`~agentgym_envs.engine.start_episodes`, :func:`~agentgym_envs.engine.next_context`,
   :func:`~agentgym_envs.engine.apply_action`) and its fork (:func:`~agentgym_envs.engine.fork_episode`: an episode
   and its environment's state); :class:`BranchingStats` is what it counts;
-* :func:`action_entropies`: the policy's entropy over sampled actions (the branching signal, an :data:`EntropyFn`).
+* :func:`action_entropies`: the sampling policy's entropy (at the sampling temperature) over sampled actions (the
+  branching signal, an :data:`EntropyFn`).
 
 Example:
     >>> aepo_rollout_budget(1.0, 1.0, k=12)
@@ -39,7 +40,7 @@ from agentgym_envs.engine import (
 )
 from agentgym_envs.generation.base import GenerationBackend, GenerationOutput, GenerationRequest
 from trl_plugins.aepo.config import AEPOBranchConfig
-from trl_plugins.errors import LossHookConfigError
+from trl_plugins.errors import LossHookConfigError, TrainerConfigError
 
 __all__ = [
     "BranchPenaltyState",
@@ -394,20 +395,31 @@ def run_branching_episodes(
     return _BranchingRollout(envs, tasks, backend, entropy_fn, fmt, config, branching, stats, rng).play()
 
 
-def action_entropies(model: Any, contexts: list[list[int]], actions: list[list[int]], pad_id: int) -> list[float]:
-    """Mean full-vocabulary entropy of ``model``'s next-token distributions over each action's tokens.
+def action_entropies(
+    model: Any, contexts: list[list[int]], actions: list[list[int]], pad_id: int, temperature: float = 1.0
+) -> list[float]:
+    """Mean full-vocabulary entropy of the sampling distribution ``softmax(logits / temperature)`` over each action.
 
-    One no-grad forward pass over ``context + action`` (left-padded, positions from the mask);
-    an empty action gets the entropy of the first sampled position.  An :data:`EntropyFn` for AEPO.
+    ``temperature`` is the one the actions were sampled at: the paper's token entropy is that of the decoding
+    distribution, the released code reads the sampler's own log-probabilities, and the trainer's loss-side entropy
+    (which AEPO's advantage standardises) is taken at the same temperature (``docs/loss_hooks.md``).  One no-grad
+    forward pass over ``context + action`` (left-padded, positions from the mask); an empty action gets the entropy
+    of the first sampled position.  An :data:`EntropyFn` for AEPO once ``model``, ``pad_id`` and ``temperature``
+    are bound.
+
+    Raises:
+        TrainerConfigError: ``temperature`` is not a finite number above 0.
 
     Example:
         >>> from trl_plugins.models import tiny_model, tiny_tokenizer
         >>> tok = tiny_tokenizer(); model = tiny_model(tok)
-        >>> len(action_entropies(model, [[5, 6], [7]], [[8, 9], [10]], pad_id=0))
+        >>> len(action_entropies(model, [[5, 6], [7]], [[8, 9], [10]], pad_id=0, temperature=0.7))
         2
     """
     import torch
 
+    if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature <= 0:
+        raise TrainerConfigError(f"AEPO's branching entropy needs a sampling temperature > 0, got {temperature!r}")
     device = next(model.parameters()).device
     rows = [list(c) + list(a) for c, a in zip(contexts, actions, strict=True)]
     width = max(len(r) for r in rows)
@@ -420,7 +432,7 @@ def action_entropies(model: Any, contexts: list[list[int]], actions: list[list[i
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
     with torch.no_grad():
         logits = model(input_ids=ids, attention_mask=attention, position_ids=positions).logits.float()
-    logp = torch.log_softmax(logits, dim=-1)
+    logp = torch.log_softmax(logits / temperature, dim=-1)
     entropy = -(logp.exp() * logp).sum(-1)  # (rows, width): entropy of the prediction at each position
     out = []
     for r, action in enumerate(actions):

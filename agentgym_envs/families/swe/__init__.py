@@ -94,6 +94,8 @@ FAMILY = Family(
     extra="swe",
     requires=("swebench", "unidiff"),
     description="Repair real Python repositories in a bubblewrap sandbox, graded by their own tests (SWE-Gym setting).",
+    # A reset clones and builds a repository and the submitting step runs its tests (up to 600 s each).
+    step_timeout_s=900.0,
 )
 
 __all__ = [

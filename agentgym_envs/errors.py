@@ -61,24 +61,25 @@ def install_command(extra: str) -> str:
 
 
 def _install_source() -> tuple[str, bool] | None:
-    """(local path, editable) where agentgym-envs was installed from a folder or a file, else None (an index)."""
+    """(local path, editable) where agentgym-envs was installed from a folder or a file, else None (an index).
+
+    A checkout may also hold build metadata (``agentgym_envs.egg-info``) that shadows the installed distribution when
+    the checkout is on ``sys.path``; the distribution that records where it came from (PEP 610) is the one that says.
+    """
     import json
-    from importlib.metadata import PackageNotFoundError, distribution
+    from importlib.metadata import distributions
     from urllib.parse import unquote, urlparse
 
-    try:
-        raw = distribution("agentgym-envs").read_text("direct_url.json")
-    except PackageNotFoundError:
-        return None
-    try:
-        direct = json.loads(raw) if raw else None
-    except ValueError:
-        return None
-    if not isinstance(direct, dict) or not str(direct.get("url", "")).startswith("file://"):
-        return None
-    path = unquote(urlparse(direct["url"]).path)
-    dir_info = direct.get("dir_info")
-    return path, bool(isinstance(dir_info, dict) and dir_info.get("editable"))
+    for dist in distributions(name="agentgym-envs"):
+        try:
+            direct = json.loads(dist.read_text("direct_url.json") or "null")
+        except ValueError:
+            continue
+        if isinstance(direct, dict) and str(direct.get("url", "")).startswith("file://"):
+            dir_info = direct.get("dir_info")
+            path = unquote(urlparse(direct["url"]).path)
+            return path, bool(isinstance(dir_info, dict) and dir_info.get("editable"))
+    return None
 
 
 class MissingDependencyError(AgentGymError, ImportError):

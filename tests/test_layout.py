@@ -147,10 +147,12 @@ def _family_modules_in_the_package() -> Iterator[object]:
 
 
 # ---- the import graph ------------------------------------------------------------------------------------------
-CONTRACT = {"__init__", "core", "errors", "parsing", "wrappers", "registry", "checker", "cache", "prompts", "models"}
+CONTRACT = {
+    "__init__", "core", "errors", "parsing", "wrappers", "registry", "checker", "cache", "prompts", "models", "stats",
+}
 LAYERS: dict[str, int] = {
     **dict.fromkeys(CONTRACT, 0),
-    **dict.fromkeys(("families", "generation", "remote"), 1),
+    **dict.fromkeys(("families", "generation", "remote", "runs"), 1),
     "workers": 2,
     "engine": 3,
     **dict.fromkeys(("eval", "trainer"), 4),

@@ -42,9 +42,9 @@ from transformers import Trainer
 
 from agentgym_envs.core import as_text_env
 from agentgym_envs.engine import Episode, run_episodes
-from agentgym_envs.eval.episodes import wilson_interval
 from agentgym_envs.generation.base import SamplingSettings
 from agentgym_envs.registry import make_env
+from agentgym_envs.stats import wilson_interval
 from trl_plugins.envs import env_make_kwargs
 from trl_plugins.errors import TrainerConfigError
 
@@ -109,7 +109,7 @@ def held_out_metrics(episodes: Sequence[Episode], prefix: str = "eval") -> dict[
     """``<prefix>/success_rate``, ``/return``, ``/steps``, ``/invalid_action_rate`` with 95 % intervals, and
     ``/episodes``.
 
-    Rates use the Wilson interval (:func:`agentgym_envs.eval.episodes.wilson_interval`, the leaderboard's; the
+    Rates use the Wilson interval (:func:`agentgym_envs.stats.wilson_interval`, the leaderboard's; the
     invalid-action rate counts turns), means a normal interval (:func:`mean_interval`).
 
     Example:

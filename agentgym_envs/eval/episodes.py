@@ -13,7 +13,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -24,6 +23,7 @@ import numpy as np
 
 from agentgym_envs.eval.policies import Policy
 from agentgym_envs.registry import make
+from agentgym_envs.stats import wilson_interval
 
 
 @dataclass
@@ -170,21 +170,3 @@ def summarize(results: Sequence[EpisodeResult]) -> dict[str, float]:
         "invalid_action_rate": sum(r.invalid_actions for r in results) / max(1, steps),
         "steps_per_second": steps / max(1e-9, sum(r.step_seconds for r in results)),
     }
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval of a success rate.
-
-    Example:
-        >>> [round(x, 3) for x in wilson_interval(5, 10)]
-        [0.237, 0.763]
-    """
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    low = 0.0 if successes == 0 else max(0.0, centre - half)
-    high = 1.0 if successes == n else min(1.0, centre + half)
-    return low, high

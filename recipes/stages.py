@@ -118,7 +118,7 @@ def evaluate(
     renders them, each finished episode stored in ``folder/episodes.jsonl`` so an interrupted evaluation resumes);
     the record holds the success rate with its 95 % Wilson interval.
     """
-    from agentgym_envs.eval.leaderboard import Suite, SuiteEntry, run_leaderboard
+    from agentgym_envs.eval import Suite, SuiteEntry, run_leaderboard
 
     if done := stage_done(folder):
         say(f"{family.name}/{stage}: evaluation done ({done['success_rate']:.1%}), skipped")

@@ -80,7 +80,7 @@ def qwen_tokenizer() -> Any:
 
 
 def smollm2_tokenizer() -> Any:
-    from agentgym_envs.eval.models import smollm2_tokenizer as load
+    from agentgym_envs.models import smollm2_tokenizer as load
 
     try:
         return load()

@@ -47,8 +47,9 @@ def env_make_kwargs(args: AgentGRPOConfig) -> dict[str, Any]:
     )
 
 
-def default_env_factory(args: AgentGRPOConfig) -> Callable[[], gym.Env]:
-    """The default environment factory: the train split with the configured reward wrappers.
+def default_env_factory(args: AgentGRPOConfig, make_kwargs: dict[str, Any] | None = None) -> Callable[[], gym.Env]:
+    """The default environment factory: the train split with the configured reward wrappers (or ``make_kwargs``,
+    e.g. the held-out split's).
 
     With ``args.env_urls`` each call connects to the next server (round-robin) as ``agentgym/Remote-v0``.
 
@@ -56,7 +57,7 @@ def default_env_factory(args: AgentGRPOConfig) -> Callable[[], gym.Env]:
         >>> make = default_env_factory(AgentGRPOConfig(output_dir="/tmp/x"))
         >>> make().close()
     """
-    kwargs = env_make_kwargs(args)
+    kwargs = env_make_kwargs(args) if make_kwargs is None else make_kwargs
     if args.env_urls:
         urls = itertools.cycle(args.env_urls)
         return lambda: gym.make("agentgym/Remote-v0", url=next(urls), env_id=args.env_id, **kwargs)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import itertools
 import math
 import time
 from collections.abc import Callable, Hashable, Iterator, Sequence
@@ -43,9 +42,8 @@ from transformers import Trainer
 from agentgym_envs.core import as_text_env
 from agentgym_envs.engine import Episode, run_episodes
 from agentgym_envs.generation.base import SamplingSettings
-from agentgym_envs.registry import make_env
 from agentgym_envs.stats import wilson_interval
-from trl_plugins.envs import env_make_kwargs
+from trl_plugins.envs import default_env_factory, env_make_kwargs
 from trl_plugins.errors import TrainerConfigError
 
 #: Constructor keywords that pick training tasks; the held-out environment leaves them out.
@@ -172,11 +170,7 @@ class HeldOutEvaluation:
     def make_eval_env_factory(cls, args: Any) -> Callable[[], gym.Env]:
         """Builds one held-out environment: the training environment's keywords on ``args.eval_env_split``
         (:func:`held_out_env_kwargs`); with ``args.env_urls``, on the servers, round-robin."""
-        kwargs = cls.eval_env_kwargs(args)
-        if args.env_urls:
-            urls = itertools.cycle(args.env_urls)
-            return lambda: gym.make("agentgym/Remote-v0", url=next(urls), env_id=args.env_id, **kwargs)
-        return lambda: make_env(args.env_id, **kwargs)
+        return default_env_factory(args, cls.eval_env_kwargs(args))
 
     @classmethod
     def eval_env_kwargs(cls, args: Any) -> dict[str, Any]:

@@ -5,9 +5,10 @@
 
 For each family (TextWorld w2-o3-q4, the Practitioner's Guide setting, and BabyAI GoToRedBall): held-out success of
 the base model, SFT on expert demos of the train split, held-out success, GRPO from the SFT weights on other train
-tasks, held-out success. On TextWorld also GRPO from the base model three times on the same seeds and tasks: plain,
-with the EPO hook and with ERC (two optimizer passes per batch, so that ERC's entropy ratio differs from 1); their
-entropy curves are drawn on one figure. Every evaluation plays the first ``--eval-episodes`` tasks of the test split
+tasks, held-out success. Then GRPO from the base model (on ``--base-rl-family``, BabyAI by default: the base model's
+sampled episodes there sometimes succeed, so RL has a signal to start from) three times on the same seeds and tasks:
+plain, with the EPO hook and with ERC (two optimizer passes per batch, so that ERC's entropy ratio differs from 1);
+their entropy curves are drawn on one figure. Every evaluation plays the first ``--eval-episodes`` tasks of the test split
 (greedy by default). Output: ``results.json``, ``results.md``, ``success_by_stage.png``, ``rl_curves_*.png`` and
 ``entropy_base_rl.png`` in ``--out``; each stage in its own folder, skipped when it has finished (run the same command
 again to resume).
@@ -30,6 +31,7 @@ from recipes.stages import (  # noqa: E402
     RLSettings,
     SFTSettings,
     base_model_folder,
+    cpu_has_bf16,
     evaluate,
     plot_curves,
     plot_success,
@@ -63,13 +65,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rl-steps", type=int, default=8, help="GRPO steps after SFT")
     p.add_argument("--rl-lr", type=float, default=1e-5)
     p.add_argument("--base-rl-steps", type=int, default=6, help="GRPO steps of each RL-from-base run (0: none)")
+    p.add_argument("--base-rl-family", default="babyai", help="family of the RL-from-base runs")
     p.add_argument("--tasks-per-step", type=int, default=2)
     p.add_argument("--generations", type=int, default=4, help="episodes per task (GRPO group size)")
+    p.add_argument("--micro-batch", type=int, default=2, help="episodes per backward pass (bounds the memory)")
     p.add_argument("--max-new-tokens", type=int, default=24, help="per turn, in RL and evaluation")
     p.add_argument("--vllm", action="store_true", help="generate RL rollouts with vLLM (colocated) instead of torch")
-    p.add_argument("--eval-engine", default="vllm", choices=["vllm", "hf"],
-                   help="held-out evaluation through vLLM (default; far faster on CPU) or transformers")
+    p.add_argument(
+        "--eval-engine",
+        default="vllm",
+        choices=["vllm", "hf"],
+        help="held-out evaluation through vLLM (default; far faster on CPU) or transformers",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: 1 on <= 2 cores)")
+    p.add_argument(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="bf16 autocast for SFT and RL (default: on where the CPU has AVX512-BF16 or AMX)",
+    )
     p.add_argument("--smoke", action="store_true", help="tiny random model, 1 step per stage, 2 eval episodes")
     return p.parse_args(argv)
 
@@ -88,6 +102,8 @@ def main(argv: list[str] | None = None) -> dict:
     unknown = [n for n in chosen if n not in families]
     if unknown:
         raise SystemExit(f"error: unknown families {unknown}; known: {', '.join(families)}")
+    if opts.base_rl_steps > 0 and opts.base_rl_family not in families:
+        raise SystemExit(f"error: unknown --base-rl-family {opts.base_rl_family!r}; known: {', '.join(families)}")
     threads = opts.threads or (1 if (os.cpu_count() or 1) <= 2 else None)
     # vLLM's CPU default KV cache (1 GiB) holds about 32 BabyAI/TextWorld episodes of ~1 300 tokens; the leaderboard
     # batches 64, and a cache that is too small makes vLLM preempt and recompute sequences (10x slower here).
@@ -100,7 +116,10 @@ def main(argv: list[str] | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     started, load_before = time.time(), os.getloadavg()
     base = base_model_folder(opts.model, out)
-    sft_settings = SFTSettings(epochs=opts.sft_epochs, learning_rate=opts.sft_lr, max_steps=1 if opts.smoke else -1)
+    bf16 = cpu_has_bf16() if opts.bf16 is None else opts.bf16
+    sft_settings = SFTSettings(
+        epochs=opts.sft_epochs, learning_rate=opts.sft_lr, max_steps=1 if opts.smoke else -1, bf16=bf16
+    )
     rl_settings = RLSettings(
         steps=opts.rl_steps,
         tasks_per_step=opts.tasks_per_step,
@@ -108,6 +127,8 @@ def main(argv: list[str] | None = None) -> dict:
         learning_rate=opts.rl_lr,
         max_new_tokens_per_turn=opts.max_new_tokens,
         save_steps=2,
+        micro_batch_size=opts.micro_batch,
+        bf16=bf16,
         generation_backend="vllm" if opts.vllm else "transformers",
     )
 
@@ -146,12 +167,13 @@ def main(argv: list[str] | None = None) -> dict:
             f"{family.env_id}: GRPO from the SFT weights (training episodes)",
         )
 
-    if opts.base_rl_steps > 0 and "textworld" in chosen:
-        family = families["textworld"]
+    if opts.base_rl_steps > 0:
+        family = families[opts.base_rl_family]
         if opts.demos is not None:
             family = replace(family, demos=opts.demos)
         # Same seeds and tasks for the three runs; two optimizer passes per batch so that ERC's ratio can leave 1.
-        base_rl = replace(rl_settings, steps=opts.base_rl_steps, num_iterations=2, max_turns=2 if opts.smoke else 12)
+        turns = 2 if opts.smoke else family.env_kwargs.get("max_steps", 12)
+        base_rl = replace(rl_settings, steps=opts.base_rl_steps, num_iterations=2, max_turns=turns)
         variants = {
             "grpo": base_rl,
             "grpo+epo": replace(base_rl, loss_hooks=("epo",)),
@@ -159,7 +181,7 @@ def main(argv: list[str] | None = None) -> dict:
         }
         runs = {}
         for label, settings in variants.items():
-            folder = out / "textworld" / f"base-{label.replace('+', '-')}"
+            folder = out / family.name / f"base-{label.replace('+', '-')}"
             model = rl(base, family, folder, settings, stage=f"base-{label}")
             evaluations.append(held_out(model, family, f"base+{label}", folder))
             runs[f"{label} from base"] = folder
@@ -168,7 +190,7 @@ def main(argv: list[str] | None = None) -> dict:
             runs,
             ("entropy", "reward", "env/success_rate", "hooks/erc/erc/clip_fraction"),
             "entropy_base_rl.png",
-            "TextWorld w2-o3-q4: GRPO from the base model, plain / EPO / ERC",
+            f"{family.env_id}: GRPO from the base model, plain / EPO / ERC",
         )
 
     load_after = os.getloadavg()

@@ -47,7 +47,9 @@ class Family:
 class RLSettings:
     """The RL stage's settings (the fields of ``AgentGRPOConfig`` a recipe chooses).
 
-    ``episodes_per_step`` = ``tasks_per_step * num_generations``.
+    ``episodes_per_step`` = ``tasks_per_step * num_generations``; the loss runs over them ``micro_batch_size``
+    episodes at a time (gradient accumulation), which bounds the activation memory: 8 BabyAI episodes of ~1 500
+    tokens in one backward pass of SmolLM2-135M take over 20 GB, 2 at a time about 6 GB.
     """
 
     steps: int = 8
@@ -63,6 +65,8 @@ class RLSettings:
     loss_hooks: tuple[str, ...] = ()
     save_steps: int = 2
     seed: int = 0
+    micro_batch_size: int = 2
+    bf16: bool = False
     generation_backend: str = "transformers"
     algorithm: str = "grpo"
     extra: dict[str, Any] = field(default_factory=dict)
@@ -70,6 +74,15 @@ class RLSettings:
     @property
     def episodes_per_step(self) -> int:
         return self.tasks_per_step * self.num_generations
+
+    @property
+    def accumulation_steps(self) -> int:
+        """Micro-batches per step (``episodes_per_step / micro_batch_size``)."""
+        if self.micro_batch_size < 1 or self.episodes_per_step % self.micro_batch_size:
+            raise ValueError(
+                f"micro_batch_size={self.micro_batch_size} must divide the {self.episodes_per_step} episodes of a step"
+            )
+        return self.episodes_per_step // self.micro_batch_size
 
 
 def stage_done(folder: Path) -> dict[str, Any] | None:
@@ -127,7 +140,12 @@ def evaluate(
     say(f"{family.name}/{stage}: evaluating {model} on {episodes} held-out {family.env_id} episodes")
     suite = Suite(f"{family.name}-{stage}", (SuiteEntry(family.env_id, episodes, dict(family.env_kwargs)),))
     rows = run_leaderboard(
-        suite, [policy_spec(model, engine)], folder, temperature=temperature, max_new_tokens=max_new_tokens, threads=threads
+        suite,
+        [policy_spec(model, engine)],
+        folder,
+        temperature=temperature,
+        max_new_tokens=max_new_tokens,
+        threads=threads,
     )
     row = next(r for r in rows if r["level"] == "environment")
     keys = (
@@ -199,6 +217,25 @@ def save_log(folder: Path, log_history: Sequence[dict[str, Any]]) -> None:
 # ------------------------------------------------------------------------------------------------------------ SFT
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX): there bf16 autocast trains ~1.7x faster."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def bf16_options(bf16: bool) -> dict[str, Any]:
+    """Trainer arguments for bf16 mixed precision (weights and optimizer stay fp32); on a machine without CUDA
+    transformers accepts bf16 only with ``use_cpu=True``."""
+    if not bf16:
+        return {"bf16": False}
+    import torch
+
+    return {"bf16": True} if torch.cuda.is_available() else {"bf16": True, "use_cpu": True}
+
+
 @dataclass(frozen=True)
 class SFTSettings:
     """The SFT stage's settings (TRL ``SFTConfig`` fields)."""
@@ -208,6 +245,7 @@ class SFTSettings:
     batch_size: int = 4
     max_length: int = 2048
     max_steps: int = -1
+    bf16: bool = False
 
 
 def sft(model: str, family: Family, folder: Path, settings: SFTSettings) -> str:
@@ -240,7 +278,7 @@ def sft(model: str, family: Family, folder: Path, settings: SFTSettings) -> str:
             logging_steps=1,
             save_strategy="no",
             report_to="none",
-            bf16=False,
+            **bf16_options(settings.bf16),
         ),
         train_dataset=demos.select_columns(["messages"]),
         processing_class=tokenizer,
@@ -322,7 +360,8 @@ def rl(
         env_id=family.env_id,
         env_kwargs=dict(family.env_kwargs),
         num_generations=settings.num_generations,
-        per_device_train_batch_size=settings.episodes_per_step,
+        per_device_train_batch_size=settings.micro_batch_size,
+        gradient_accumulation_steps=settings.accumulation_steps,
         max_turns=settings.max_turns,
         max_new_tokens_per_turn=settings.max_new_tokens_per_turn,
         max_context_tokens=settings.max_context_tokens,
@@ -341,6 +380,7 @@ def rl(
         report_to="none",
         gradient_checkpointing=False,
         seed=settings.seed,
+        **bf16_options(settings.bf16),
         **({"advantage_estimator": "gae"} if ppo else {}),
         **settings.extra,
     )

@@ -57,3 +57,14 @@ def test_gpu_recipe_smoke_completes_one_step_per_arm(tmp_path, name):
 
 def test_rl_settings_count_episodes_per_step():
     assert RLSettings(tasks_per_step=3, num_generations=4).episodes_per_step == 12
+
+
+def test_rl_settings_split_a_step_into_micro_batches():
+    assert RLSettings(tasks_per_step=2, num_generations=4, micro_batch_size=2).accumulation_steps == 4
+    with pytest.raises(ValueError, match="must divide the 8 episodes"):
+        _ = RLSettings(tasks_per_step=2, num_generations=4, micro_batch_size=3).accumulation_steps
+
+
+def test_cpu_recipe_rejects_an_unknown_base_rl_family(tmp_path):
+    with pytest.raises(SystemExit, match="unknown --base-rl-family"):
+        smollm2_cpu.main(["--out", str(tmp_path), "--smoke", "--families", "babyai", "--base-rl-family", "chess"])

@@ -27,6 +27,7 @@ from agentgym_envs.engine import Episode
 from trl_plugins.vllm_colocate import sampling_logps
 
 __all__ = [
+    "trim_padding",
     "episode_samples",
     "model_inputs",
     "pad_samples",
@@ -195,5 +196,40 @@ def split_batch(batch: dict[str, Any], chunks: int, seed: int | None = None) -> 
                 part[key] = value[index.to(value.device)]
             else:
                 part[key] = value
-        parts.append(part)
+        parts.append(trim_padding(part))
     return parts
+
+
+def trim_padding(batch: dict[str, Any]) -> dict[str, Any]:
+    """``batch`` without the columns that are padding in every row: prompt columns on the left, completion columns
+    on the right (every ``(rows, completion tokens)`` tensor is cut alike).
+
+    A micro-batch cut from a generation batch keeps the width of the batch's longest episode; the model's cost
+    follows the width, and padding columns change no log-probability (positions come from the attention mask).
+
+    Example:
+        >>> b = {"prompt_ids": torch.tensor([[0, 1], [0, 2]]), "prompt_mask": torch.tensor([[0, 1], [0, 1]]),
+        ...      "completion_ids": torch.tensor([[3, 0, 0]]).repeat(2, 1),
+        ...      "completion_mask": torch.tensor([[1, 0, 0], [1, 1, 0]])}
+        >>> {k: tuple(v.shape) for k, v in trim_padding(b).items()}
+        {'prompt_ids': (2, 1), 'prompt_mask': (2, 1), 'completion_ids': (2, 2), 'completion_mask': (2, 2)}
+    """
+    prompt_mask, completion_mask = batch.get("prompt_mask"), batch.get("completion_mask")
+    if not isinstance(prompt_mask, torch.Tensor) or not isinstance(completion_mask, torch.Tensor):
+        return batch
+    rows, prompt_width, completion_width = prompt_mask.size(0), prompt_mask.size(1), completion_mask.size(1)
+    used = prompt_mask.bool().any(0).nonzero()
+    drop_left = int(used[0]) if used.numel() else prompt_width
+    used = completion_mask.bool().any(0).nonzero()
+    keep_right = int(used[-1]) + 1 if used.numel() else 0
+    if drop_left == 0 and keep_right == completion_width:
+        return batch
+    trimmed = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor) and value.ndim >= 2 and value.size(0) == rows:
+            if key.startswith("prompt_") and value.size(1) == prompt_width:
+                value = value[:, drop_left:]
+            elif value.size(1) == completion_width:
+                value = value[:, :keep_right]
+        trimmed[key] = value
+    return trimmed

@@ -4,9 +4,10 @@ Launched with ``accelerate launch --multi_gpu --num_processes 2`` on CPU (torchr
 
 1. trains one step on TextCraft with GRPO (``scale_rewards="batch"``) and the EPO, ERC and AEPO hooks, saving a
    checkpoint; a second trainer resumes from it and trains a second step;
-2. plays a probe batch in which a group is split across the two processes, perturbs the weights (so the ratio, the
-   clips and ERC's band are active), computes the loss and backpropagates it (DDP all-reduces the gradients), for
-   GRPO and for GiGPO, and steps EPO's history;
+2. on the letter game of ``trainer_toys`` (a random model's rewards vary there, so advantages are not all 0) trains
+   one step, then plays a probe batch in which a group is split across the two processes, perturbs the weights (so
+   the ratio, the clips and ERC's band are active), computes the loss and backpropagates it (DDP all-reduces the
+   gradients), for GRPO and for GiGPO, and steps EPO's history;
 3. trains one step with AEPO's branching rollout (whole groups per process) and probes it too;
 
 and writes what it saw to ``<out>/rank<r>.pt``.  :func:`replay_probe` recomputes a probe in one process holding the
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from trainer_toys import letter_env
 
 from agentgym_envs.engine import RolloutStats
 from trl_plugins import AgentGRPOConfig, AgentGRPOTrainer
@@ -30,6 +32,14 @@ from trl_plugins.errors import TrainerConfigError
 
 GROUP = 2  # num_generations
 PER_DEVICE = 3  # a generation batch of 3 groups over 2 processes: the middle group is split
+
+
+def make_trainer(model: str, out: Path, letters: bool = False, cls: type = AgentGRPOTrainer, **overrides: Any):
+    """A trainer on TextCraft, or (``letters``) on the test's letter game, whose random-model rewards vary."""
+    if not letters:
+        return cls(model, args=make_args(out, **overrides))
+    overrides = {"max_turns": 3, "max_new_tokens_per_turn": 3, "max_context_tokens": 400, **overrides}
+    return cls(model, args=make_args(out, **overrides), env_factory=lambda: letter_env(target=2, max_steps=3))
 
 
 def make_args(out: Path, **overrides: Any) -> AgentGRPOConfig:
@@ -72,11 +82,13 @@ def perturb(model: Any) -> None:
             p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(k)))
 
 
-def per_turn_advantages(batch: dict[str, Any]) -> list[dict[int, float]]:
-    """Each sample's advantage per turn, read off the batch the loss sees."""
+def per_turn_advantages(batch: dict[str, Any]) -> list[list[float]]:
+    """Each sample's advantage of each turn, read off the batch the loss sees."""
     out = []
-    for adv, turns, mask in zip(batch["advantages"], batch["turn_ids"], batch["completion_mask"] * batch["tool_mask"]):
-        out.append({int(t): round(float(a), 6) for a, t, m in zip(adv, turns, mask) if m > 0})
+    model_tokens = batch["completion_mask"] * batch["tool_mask"]
+    for adv, turns, mask in zip(batch["advantages"], batch["turn_ids"], model_tokens, strict=True):
+        per_turn = {int(t): float(a) for a, t, m in zip(adv, turns, mask, strict=True) if m > 0}
+        out.append([per_turn[t] for t in sorted(per_turn)])
     return out
 
 
@@ -122,36 +134,38 @@ def main() -> None:
     out = Path(options.out)
     record: dict[str, Any] = {}
 
-    # 1. one step with a checkpoint saved by both processes, then a resumed second step
-    first = AgentGRPOTrainer(options.model, args=make_args(out / "run", save_strategy="steps", save_steps=1))
+    # 1. TextCraft: one step with a checkpoint saved by both processes, then a resumed second step
+    first = make_trainer(options.model, out / "run", save_strategy="steps", save_steps=1)
     rank, world = first.accelerator.process_index, first.accelerator.num_processes
     record.update(rank=rank, world=world, distributed_type=str(first.accelerator.distributed_type))
     record["torch_seed"] = torch.initial_seed()
     record["aepo_draw"] = first._aepo_rng.random()
     first.train()
     record["first_epo_count"] = next(h.history.count for h in first.loss_hooks if h.name == "epo")
-    resumed = AgentGRPOTrainer(options.model, args=make_args(out / "run", max_steps=2))
+    resumed = make_trainer(options.model, out / "run", max_steps=2)
     record["resumed_torch_seed"] = torch.initial_seed()
     resumed.train(resume_from_checkpoint=str(out / "run" / "checkpoint-1"))
     record["resumed_global_step"] = resumed.state.global_step
     record["resumed_epo_count"] = next(h.history.count for h in resumed.loss_hooks if h.name == "epo")
 
-    # 2. probes with a split group: GRPO (batch-scaled), then GiGPO
-    rows = probe_rows(resumed, PER_DEVICE, world)
+    # 2. the letter game (rewards vary): one step, then probes with a split group, GRPO (batch-scaled) and GiGPO
+    letters = make_trainer(options.model, out / "letters", letters=True)
+    letters.train()
+    rows = probe_rows(letters, PER_DEVICE, world)
     mine = rows[rank * PER_DEVICE : (rank + 1) * PER_DEVICE]
     for estimator in ("grpo", "gigpo"):
-        resumed.args.advantage_estimator = estimator
-        before = snapshot(resumed)
-        record[estimator] = {"before": before, "rows": rows, **probe(resumed, mine)}
+        letters.args.advantage_estimator = estimator
+        before = snapshot(letters)
+        record[estimator] = {"before": before, "rows": rows, **probe(letters, mine)}
 
     # 3. AEPO's branching rollout: whole groups per process (a split group is refused), one step, then a probe
     branching = AEPOConfig(branching=AEPOBranchConfig(p_branch=0.5))
     try:
-        AgentGRPOTrainer(options.model, args=make_args(out / "split", aepo=branching))
+        make_trainer(options.model, out / "split", letters=True, aepo=branching)
         record["split_branching_error"] = None
     except TrainerConfigError as error:
         record["split_branching_error"] = str(error)
-    aepo = AgentGRPOTrainer(options.model, args=make_args(out / "aepo", aepo=branching, per_device_train_batch_size=2))
+    aepo = make_trainer(options.model, out / "aepo", letters=True, aepo=branching, per_device_train_batch_size=2)
     aepo.train()
     rows = probe_rows(aepo, 2, world)
     record["aepo"] = {"before": snapshot(aepo), "rows": rows, **probe(aepo, rows[rank * 2 : (rank + 1) * 2])}
@@ -172,7 +186,9 @@ def replay_probe(model_dir: str, out: Path, recorded: dict[str, Any], episodes: 
     """The probe of ``recorded`` in one process holding the global batch (``episodes`` of every process)."""
     before = recorded["before"]
     per_device = len(recorded["rows"])
-    trainer = ReplayTrainer(model_dir, args=make_args(out, per_device_train_batch_size=per_device, **overrides))
+    trainer = make_trainer(
+        model_dir, out, letters=True, cls=ReplayTrainer, per_device_train_batch_size=per_device, **overrides
+    )
     trainer.replay = episodes
     trainer.accelerator.unwrap_model(trainer.model).load_state_dict(before["weights"])
     for hook in trainer.loss_hooks:

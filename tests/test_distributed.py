@@ -84,19 +84,22 @@ def test_two_processes_give_the_advantages_loss_and_gradients_of_one(two_process
         assert groups[0] & groups[1], "the probe should split a group across the processes"
     else:
         assert not groups[0] & groups[1]
-    overrides = {"advantage_estimator": name} if name != "aepo" else {}
+    overrides = {"advantage_estimator": name} if name != "aepo" else {}  # the replay does not branch: no aepo.branching
     one = replay_probe(str(model_dir), tmp_path, parts[0], [ep for p in parts for ep in p["episodes"]], **overrides)
 
     # Advantages: each process holds its slice of the global batch's (a split group included).
-    assert parts[0]["advantages"] + parts[1]["advantages"] == pytest.approx(one["advantages"], abs=1e-5)
-    assert any(a for a in one["advantages"]) and any(v != 0 for a in one["advantages"] for v in a.values())
+    two = parts[0]["advantages"] + parts[1]["advantages"]
+    assert [len(a) for a in two] == [len(a) for a in one["advantages"]]
+    assert sum(two, []) == pytest.approx(sum(one["advantages"], []), abs=1e-5)
+    assert any(v != 0 for v in sum(one["advantages"], []))
     # Loss: the processes' losses average to the one-process loss (DDP averages their gradients).
     assert (parts[0]["loss"] + parts[1]["loss"]) / 2 == pytest.approx(one["loss"], rel=1e-4, abs=1e-6)
     # Gradients after the all-reduce: the same in both processes and equal to one process's.
     assert parts[0]["grads"].keys() == one["grads"].keys()
     for key, grad in one["grads"].items():
         torch.testing.assert_close(parts[0]["grads"][key], parts[1]["grads"][key])
-        torch.testing.assert_close(parts[0]["grads"][key], grad, rtol=1e-3, atol=1e-6)
+        # float32 sums in another order (and DDP's fused LM head path): relative to the tensor's largest entry
+        torch.testing.assert_close(parts[0]["grads"][key], grad, rtol=1e-3, atol=1e-4 * float(grad.abs().max()) + 1e-8)
     # EPO's history: the step's mean entropy over both processes' tokens.
     assert parts[0]["epo_history"] == parts[1]["epo_history"]
     history = parts[0]["epo_history"]["history"]

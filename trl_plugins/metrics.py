@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -28,7 +29,14 @@ from trl_plugins.aepo import BranchingStats
 from trl_plugins.hooks import LossContext, LossHook, clip_regions, entropy_metrics
 from trl_plugins.hooks.reductions import masked_mean, per_token_kl
 
-__all__ = ["hook_metric_name", "hook_metrics", "loss_metrics", "rollout_metrics", "sampling_gap_metrics"]
+__all__ = [
+    "hook_metric_name",
+    "hook_metrics",
+    "loss_metrics",
+    "merge_rollout_stats",
+    "rollout_metrics",
+    "sampling_gap_metrics",
+]
 
 
 def rollout_metrics(
@@ -49,6 +57,28 @@ def rollout_metrics(
     if isinstance(stats, BranchingStats):
         for key, value in stats.metrics().items():
             metrics[key].append(value)
+
+
+def merge_rollout_stats(parts: Sequence[RolloutStats]) -> RolloutStats:
+    """The rollout stats of several processes as one: durations are the slowest process's (the step waits for it),
+    counts are summed and lists (per-call timings, AEPO's entropies) concatenated.
+
+    Example:
+        >>> merged = merge_rollout_stats([RolloutStats(seconds=2.0, model_tokens=5), RolloutStats(seconds=3.0, model_tokens=7)])
+        >>> merged.seconds, merged.model_tokens
+        (3.0, 12)
+    """
+    merged = dataclasses.replace(parts[0])
+    for field in dataclasses.fields(merged):
+        values = [getattr(p, field.name) for p in parts]
+        if isinstance(values[0], list):
+            value: Any = [v for part in values for v in part]
+        elif isinstance(values[0], float) and field.name.endswith("seconds"):
+            value = max(values)
+        else:
+            value = sum(values)
+        setattr(merged, field.name, value)
+    return merged
 
 
 def hook_metric_name(hook: str, key: str) -> str:

@@ -58,6 +58,7 @@ from trl_plugins import metrics as logged
 from trl_plugins.advantages import turn_advantages
 from trl_plugins.aepo import BranchingStats, run_branching_episodes
 from trl_plugins.config import AgentGRPOConfig, AgentPPOConfig
+from trl_plugins.distributed import Ranks, rank_seed
 from trl_plugins.envs import (
     CloseEnvsCallback,
     EnvPool,
@@ -66,6 +67,7 @@ from trl_plugins.envs import (
     env_make_kwargs,
     env_worker_kind,
 )
+from trl_plugins.errors import TrainerConfigError
 from trl_plugins.evaluation import HeldOutEvaluation
 from trl_plugins.generation import GenerationMixin
 from trl_plugins.hooks import (
@@ -191,7 +193,9 @@ class AgentGRPOTrainer(HeldOutEvaluation, GenerationMixin, GRPOTrainer):
         self.add_callback(MetricsLogCallback())  # output_dir/metrics.jsonl, whatever report_to says
         self.last_episodes: list[Episode] = []
         self.last_rollout_stats = RolloutStats()
-        self._aepo_rng = random.Random(args.seed)  # U(0, 1) draws of AEPO branching
+        self._check_groups_per_process()
+        # U(0, 1) draws of AEPO branching: a stream of this process's own (it plays whole groups, see above)
+        self._aepo_rng = random.Random(rank_seed(args.seed, self.accelerator.process_index))
 
     def _checked_args(self, args: AgentGRPOConfig | None) -> AgentGRPOConfig:
         """``args`` (default: the config class's defaults), checked to fit this trainer and TRL's options."""
@@ -214,6 +218,36 @@ class AgentGRPOTrainer(HeldOutEvaluation, GenerationMixin, GRPOTrainer):
             if isinstance(hook, EPOHook) and hook.config.released_max_step is None:
                 hook.config.released_max_step = args.max_turns
         return hooks
+
+    # ---- processes ---------------------------------------------------------------------
+    @property
+    def ranks(self) -> Ranks:
+        """The run's processes (:class:`~trl_plugins.distributed.Ranks`): what the batch statistics gather over."""
+        return Ranks.from_accelerator(self.accelerator)
+
+    def _check_groups_per_process(self) -> None:
+        """AEPO's branching rollout forks a group's episodes from one another, so a group must not be split across
+        processes: each process's share of a generation batch must hold whole groups."""
+        args = self.args
+        local = args.per_device_train_batch_size * args.steps_per_generation
+        if args.aepo.branching is not None and self.accelerator.num_processes > 1 and local % self.num_generations:
+            raise TrainerConfigError(
+                f"aepo.branching with {self.accelerator.num_processes} processes needs whole groups per process: "
+                f"per_device_train_batch_size * steps_per_generation ({local}) must be a multiple of "
+                f"num_generations ({self.num_generations})"
+            )
+
+    def _global_rollout(self, episodes: Sequence[Episode], stats: RolloutStats) -> tuple[list[Episode], slice, RolloutStats]:
+        """Every process's episodes in rank order (TRL's order of the generation batch), this process's slice of
+        them, and the rollout stats of every process merged; with one process, the episodes and stats themselves.
+
+        Group advantages, ``scale_rewards="batch"``, GiGPO's step groups and the logged metrics are computed on the
+        global episodes: TRL's sampler may put a group's episodes on several processes."""
+        ranks = self.ranks
+        all_episodes, mine = ranks.gather_objects(episodes)
+        if ranks.distributed:
+            stats = logged.merge_rollout_stats(ranks.gather_objects([stats])[0])
+        return all_episodes, mine, stats
 
     # ---- environments ------------------------------------------------------------------
     @staticmethod
@@ -240,7 +274,10 @@ class AgentGRPOTrainer(HeldOutEvaluation, GenerationMixin, GRPOTrainer):
 
     # ---- episodes -> batch ----------------------------------------------------------------
     def episode_advantages(self, episodes: Sequence[Episode]) -> list[torch.Tensor]:
-        """One advantage per turn of each episode, with the configured estimator."""
+        """One advantage per turn of each episode, with the configured estimator.
+
+        The trainer passes the episodes of every process (the global generation batch, gathered), so groups split
+        across processes and batch statistics are whole; each process keeps its slice of the result."""
         args: AgentGRPOConfig = self.args  # type: ignore[assignment]
         return turn_advantages(
             args.advantage_estimator,
@@ -275,8 +312,9 @@ class AgentGRPOTrainer(HeldOutEvaluation, GenerationMixin, GRPOTrainer):
         self.sync_vllm_weights()
         episodes, stats = self._play_episodes(tasks)
         self.last_episodes, self.last_rollout_stats = list(episodes), stats
+        all_episodes, mine, all_stats = self._global_rollout(episodes, stats)
         samples = batching.episode_samples(
-            episodes, self.episode_advantages(episodes), context_mode=self.rollout_config.context_mode,
+            episodes, self.episode_advantages(all_episodes)[mine], context_mode=self.rollout_config.context_mode,
             mask_truncated=self.args.mask_truncated_completions,
             mask_truncated_episodes=self.args.mask_truncated_episodes, with_sampling_logps=self.use_vllm,
         )
@@ -284,7 +322,7 @@ class AgentGRPOTrainer(HeldOutEvaluation, GenerationMixin, GRPOTrainer):
         loss_mask = output["completion_mask"] * output["tool_mask"]
         output["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
         self._score_old_and_ref(output, mode)
-        logged.rollout_metrics(self._metrics[mode], episodes, stats)
+        logged.rollout_metrics(self._metrics[mode], all_episodes, all_stats)
         self._count_batch(output, mode)
         if self.use_vllm:
             self._correct_sampling(output, mode)
@@ -390,11 +428,17 @@ class AgentGRPOTrainer(HeldOutEvaluation, GenerationMixin, GRPOTrainer):
             raise ValueError("AgentGRPOTrainer does not return outputs from compute_loss")
         size = self.args.per_device_train_batch_size
         rows = inputs["completion_ids"].size(0)
-        if not (model.training and rows > size and self._can_split_backward()):
+        n_pieces = self._piece_count(rows, size)
+        if not (model.training and n_pieces > 1 and self._can_split_backward()):
             return self._compute_loss(model, inputs)
         pieces = [batching.slice_rows(inputs, start, start + size) for start in range(0, rows, size)]
+        # Pieces that other processes need: one row each, scored and backpropagated with a zero gradient, so every
+        # process runs as many forwards and backwards (DDP's buffer broadcasts and gradient all-reduces pair up).
+        padding = [batching.slice_rows(inputs, 0, 1)] * (n_pieces - len(pieces))
         with torch.no_grad():
             scored = [self.token_scores(model, piece) for piece in pieces]
+            for piece in padding:
+                self.token_scores(model, piece)
         whole = {name: torch.cat([s[name] for s in scored]).requires_grad_() for name in scored[0]}
         loss = self.loss_from_scores(inputs, whole)
         names = [name for name in whole]
@@ -402,16 +446,29 @@ class AgentGRPOTrainer(HeldOutEvaluation, GenerationMixin, GRPOTrainer):
         grads = {name: g for name, g in zip(names, found, strict=True) if g is not None}
         scale = self._returned_loss_scale(num_items_in_batch)
         start = 0
-        for k, piece in enumerate(pieces):
-            stop = start + piece["completion_ids"].size(0)
+        everything = pieces + padding
+        for k, piece in enumerate(everything):
             scores = self.token_scores(model, piece)
-            # Its backward gives the piece's share of the whole loss's gradient; its value is 0.
-            surrogate = sum(((g[start:stop] * scores[n]).sum() for n, g in grads.items()), 0.0 * scores["logps"].sum())
+            zero = 0.0 * sum(v.sum() for v in scores.values())
+            if k < len(pieces):
+                stop = start + piece["completion_ids"].size(0)
+                # Its backward gives the piece's share of the whole loss's gradient; its value is 0.
+                surrogate = sum(((g[start:stop] * scores[n]).sum() for n, g in grads.items()), zero)
+                start = stop
+            else:
+                surrogate = zero
             surrogate = surrogate - surrogate.detach()
-            start = stop
-            if k < len(pieces) - 1:
+            if k < len(everything) - 1:
                 self.accelerator.backward(surrogate * scale)  # the Trainer scales the returned loss the same way
         return loss.detach() + surrogate
+
+    def _piece_count(self, rows: int, size: int) -> int:
+        """How many pieces of ``size`` rows :meth:`compute_loss` scores a micro-batch in: the most any process needs."""
+        n_pieces = -(-rows // size)
+        ranks = self.ranks
+        if ranks.distributed:
+            n_pieces = int(ranks.max(torch.tensor(n_pieces)))
+        return n_pieces
 
     def _can_split_backward(self) -> bool:
         from accelerate.utils import DistributedType
@@ -455,6 +512,7 @@ class AgentGRPOTrainer(HeldOutEvaluation, GenerationMixin, GRPOTrainer):
             total_steps=rl_steps,
             ref_logps=inputs.get("ref_per_token_logps"),
             training=mode == "train",
+            ranks=self.ranks,
         )
         args = self.args
         terms = compose_loss(

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from agentgym_envs.generation.base import SamplingSettings
+from trl_plugins.distributed import rank_seed
 
 IS_MODES = ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
 
@@ -134,7 +135,11 @@ def build_vllm_backend(
     path = getattr(model, "name_or_path", None) or getattr(getattr(model, "config", None), "_name_or_path", None)
     if not path:
         raise ValueError("use_vllm=True needs a model loaded from a local folder (model.name_or_path is empty)")
-    settings = sampling_settings(args, stop_ids, seed=getattr(args, "seed", None))
+    # One engine per process: each samples with its own seed (a group split across processes must not get the
+    # same replies in every process), reproducibly (trl_plugins.distributed.rank_seed).
+    seed = getattr(args, "seed", None)
+    seed = None if seed is None else rank_seed(seed, _process_index())
+    settings = sampling_settings(args, stop_ids, seed=seed)
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
     return (backend_class or VLLMBackend)(
         path,
@@ -142,9 +147,16 @@ def build_vllm_backend(
         dtype=dtype,
         gpu_memory_utilization=float(getattr(args, "vllm_gpu_memory_utilization", 0.3)),
         max_model_len=getattr(args, "vllm_max_model_length", None),
-        seed=int(getattr(args, "seed", 0) or 0),
+        seed=int(seed or 0),
         **engine_kwargs,
     )
+
+
+def _process_index() -> int:
+    """This process's rank in a multi-process run (0 without ``torch.distributed``)."""
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 class VLLMServerBackend:

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from trl_plugins.aepo.config import AEPOConfig
+from trl_plugins.distributed import Ranks
 from trl_plugins.hooks.base import LossContext, LossHook, MetricAccumulator, require_input
 from trl_plugins.hooks.reductions import clip_regions, clipped_surrogate
 
@@ -24,23 +25,25 @@ __all__ = ["AEPOHook", "aepo_entropy_advantages", "aepo_policy_loss"]
 
 
 def aepo_entropy_advantages(
-    advantages: torch.Tensor, entropy: torch.Tensor, mask: torch.Tensor, coef: float = 0.2
+    advantages: torch.Tensor, entropy: torch.Tensor, mask: torch.Tensor, coef: float = 0.2, ranks: Ranks | None = None
 ) -> torch.Tensor:
     """AEPO's entropy-aware advantage ``A * (1 + c * sg(H_hat))``, ``H_hat`` standardised over valid batch tokens.
 
     The std is unbiased; it is replaced by 1 when zero or undefined (fewer than two valid tokens).  Positions outside
-    ``mask`` keep their advantage.
+    ``mask`` keep their advantage.  With several processes (``ranks``) the mean and std are over every process's
+    valid tokens.
 
     Example:
         >>> aepo_entropy_advantages(torch.ones(1, 3), torch.tensor([[0.0, 1.0, 2.0]]), torch.ones(1, 3), coef=0.5)
         tensor([[0.5000, 1.0000, 1.5000]])
     """
+    ranks = ranks or Ranks()
     h = entropy.detach()
     valid = mask.bool()
     w = valid.to(h.dtype)
-    n = w.sum()
-    mean = (h * w).sum() / n.clamp(min=1.0)
-    var = (((h - mean) * w) ** 2).sum() / (n - 1.0).clamp(min=1.0)
+    total, n = ranks.sum(torch.stack([(h * w).sum(), w.sum()]))
+    mean = total / n.clamp(min=1.0)
+    var = ranks.sum((((h - mean) * w) ** 2).sum()) / (n - 1.0).clamp(min=1.0)
     # Unbiased std; 1 when it is 0 or undefined (fewer than two valid tokens).  No host sync.
     std = torch.where((n > 1) & (var > 0), var.sqrt(), torch.ones_like(var))
     h_hat = (h - mean) / std
@@ -99,20 +102,24 @@ class AEPOHook(LossHook):
     def transform_advantages(self, ctx: LossContext) -> torch.Tensor:
         source = ctx.old_entropy if self.config.use_old_entropy else ctx.entropy
         entropy = require_input(source, "old_entropy" if self.config.use_old_entropy else "entropy", "AEPO")
-        return aepo_entropy_advantages(ctx.advantages, entropy, ctx.mask, self.config.coef)
+        return aepo_entropy_advantages(ctx.advantages, entropy, ctx.mask, self.config.coef, ctx.ranks)
 
     def policy_loss(self, ctx: LossContext) -> torch.Tensor:
         c = self.config
         valid = ctx.mask.bool()
         with torch.no_grad():
             ratio = torch.exp(ctx.logps.detach() - ctx.old_logps)
-            n = valid.sum().clamp(min=1)
             low, preserved = clip_regions(ratio, ctx.advantages, c.eps_low, c.eps_high)
-            self._metrics.add("aepo/preserved_grad_fraction", (preserved & valid).sum() / n)
-            self._metrics.add("aepo/clip_low_fraction", (low & valid).sum() / n)
+            dual = (ctx.advantages < 0) & (ratio > (c.dual_clip if c.dual_clip is not None else float("inf"))) & valid
+            # Fractions of every process's model tokens (one reduction for the four counts).
+            counts = ctx.ranks.sum(
+                torch.stack([valid.sum(), (preserved & valid).sum(), (low & valid).sum(), dual.sum()]).float()
+            )
+            n = counts[0].clamp(min=1)
+            self._metrics.add("aepo/preserved_grad_fraction", counts[1] / n)
+            self._metrics.add("aepo/clip_low_fraction", counts[2] / n)
             if c.dual_clip is not None:
-                dual = (ctx.advantages < 0) & (ratio > c.dual_clip) & valid
-                self._metrics.add("aepo/dual_clip_fraction", dual.sum() / n)
+                self._metrics.add("aepo/dual_clip_fraction", counts[3] / n)
         return aepo_policy_loss(ctx.logps, ctx.old_logps, ctx.advantages, ctx.mask, c.eps_low, c.eps_high, c.dual_clip)
 
     def record_branching(self, independent: int, branches: int) -> None:

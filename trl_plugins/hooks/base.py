@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from trl_plugins.distributed import Ranks
 from trl_plugins.errors import LossHookConfigError
 
 __all__ = ["LossContext", "LossHook", "MetricAccumulator", "require_input"]
@@ -44,6 +45,9 @@ class LossContext:
         ref_logps: log-probabilities under the reference model, when the KL term is on.
         training: ``False`` in evaluation passes (``trainer.evaluate()``): hooks must not update their running
             statistics (e.g. EPO's entropy history) from them.
+        ranks: the run's processes (:class:`~trl_plugins.distributed.Ranks`; default one): a statistic the papers
+            define over the batch is computed over every process's micro-batch with it (``ranks.mean_share`` for a
+            mean that enters the loss, ``ranks.sum`` for counts), each process keeping its share.
     """
 
     logps: torch.Tensor
@@ -57,6 +61,7 @@ class LossContext:
     total_steps: int = 1
     ref_logps: torch.Tensor | None = None
     training: bool = True
+    ranks: Ranks = field(default_factory=Ranks)
     extras: dict[str, Any] = field(default_factory=dict)
 
 

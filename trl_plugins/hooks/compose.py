@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from trl_plugins.distributed import Ranks
 from trl_plugins.errors import LossHookConfigError
 from trl_plugins.hooks.base import LossContext, LossHook
 from trl_plugins.hooks.epo import EPOHook
@@ -141,6 +142,7 @@ def reduce_token_loss(
     *,
     normalizer: float | torch.Tensor | None = None,
     max_length: int | None = None,
+    ranks: Ranks | None = None,
 ) -> torch.Tensor:
     """Reduce a per-token loss to a scalar as TRL's ``loss_type`` does (tokens a hook masked still count).
 
@@ -154,6 +156,12 @@ def reduce_token_loss(
     This is the loss of one micro-batch before any division by the gradient-accumulation steps: TRL divides every
     type except :data:`UNSCALED_LOSS_TYPES` by them.
 
+    With several processes (``ranks``) the means count the sequences (tokens) of every process's micro-batch, and
+    this process's share is returned (:meth:`~trl_plugins.distributed.Ranks.mean_share`): averaged over the
+    processes, as data-parallel training averages gradients, it is the loss of one process holding every
+    micro-batch, also when processes hold different numbers of samples (step-wise samples, AEPO's rollouts).  With
+    equal sample counts this is TRL's reduction.  ``normalizer`` (dapo, cispo, vespo) is global already.
+
     Example:
         >>> tl, m = torch.tensor([[1.0, 3.0], [2.0, 0.0]]), torch.tensor([[1.0, 1.0], [1.0, 0.0]])
         >>> [float(reduce_token_loss(tl, m, t)) for t in LOSS_TYPES]
@@ -161,16 +169,20 @@ def reduce_token_loss(
     """
     m = mask.to(token_loss.dtype)
     masked = torch.where(mask.bool(), token_loss, torch.zeros_like(token_loss)) * m
+    share = (ranks or Ranks()).mean_share
+    rows = torch.tensor(float(token_loss.size(0)), dtype=token_loss.dtype, device=token_loss.device)
     if loss_type in ("grpo", "sapo"):
-        return (masked.sum(-1) / m.sum(-1).clamp(min=1.0)).mean()
+        return share((masked.sum(-1) / m.sum(-1).clamp(min=1.0)).sum(), rows)
     if loss_type == "bnpo":
-        return masked.sum() / m.sum().clamp(min=1.0)
+        return share(masked.sum(), m.sum())
     if loss_type in ("dapo", "cispo", "vespo"):
-        return masked.sum() / (m.sum().clamp(min=1.0) if normalizer is None else normalizer)
+        if normalizer is None:
+            return share(masked.sum(), m.sum())
+        return masked.sum() / normalizer
     if loss_type == "luspo":
-        return masked.sum(-1).mean()
+        return share(masked.sum(-1).sum(), rows)
     if loss_type == "dr_grpo":
-        return masked.sum() / (token_loss.size(0) * (token_loss.size(-1) if max_length is None else max_length))
+        return share(masked.sum(), rows * (token_loss.size(-1) if max_length is None else max_length))
     raise LossHookConfigError(f"loss_type must be one of {LOSS_TYPES}, not {loss_type!r}")
 
 
@@ -259,7 +271,9 @@ def compose_loss(
             raise LossHookConfigError("kl_coef is set but LossContext.ref_logps is missing")
         kl = per_token_kl(ctx.ref_logps, ctx.logps)
         token_loss = token_loss + kl_coef * (kl * weights if kl_bias_correction else kl)
-    policy_loss = reduce_token_loss(token_loss, ctx.mask, loss_type, normalizer=normalizer, max_length=max_length)
+    policy_loss = reduce_token_loss(
+        token_loss, ctx.mask, loss_type, normalizer=normalizer, max_length=max_length, ranks=ctx.ranks
+    )
     extra_loss = torch.zeros((), dtype=policy_loss.dtype, device=policy_loss.device)
     for hook in hooks:
         extra = hook.extra_loss(ctx)

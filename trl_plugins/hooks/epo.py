@@ -22,6 +22,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
+from trl_plugins.distributed import Ranks
 from trl_plugins.errors import LossHookConfigError
 from trl_plugins.hooks.base import LossContext, LossHook, MetricAccumulator, require_input
 from trl_plugins.hooks.reductions import masked_mean, turn_token_mean
@@ -60,12 +61,14 @@ def epo_entropy_loss(
     kappa_low: float = 0.0,
     kappa_high: float = 2.0,
     gamma: float = 3.0,
+    ranks: Ranks | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """EPO's added loss ``-lambda * (L_H - beta_k * L_smooth)`` and its parts (paper form).
 
     ``L_H`` is :func:`turn_token_mean` of the entropy, ``L_smooth = alpha * turn_token_mean(P)`` with ``P`` from
     :func:`epo_smoothing_penalty` around ``reference`` (the entropy history H_W^k); ``L_smooth = 0`` when
     ``reference`` is None (step 0, empty history).  ``beta_k`` is :func:`~trl_plugins.hooks.schedules.epo_phase_weight`.
+    With several processes (``ranks``) the means are over every process's micro-batch (this process's share).
 
     Returns:
         ``(loss, stats)`` with stats ``entropy_term`` (L_H), ``penalty`` (mean P), ``smooth`` (L_smooth) as detached
@@ -77,15 +80,16 @@ def epo_entropy_loss(
         >>> stats["beta"], round(float(loss.detach()), 6)
         (2.0, -0.00125)
     """
-    l_h = turn_token_mean(entropy, mask, turn_ids)
+    ranks = ranks or Ranks()
+    l_h = turn_token_mean(entropy, mask, turn_ids, ranks)
     beta = epo_phase_weight(step, total_steps, gamma)
     if reference is None:
         l_smooth = torch.zeros((), dtype=entropy.dtype, device=entropy.device)
         mean_pen = torch.zeros((), dtype=entropy.dtype, device=entropy.device)
     else:
         pen = epo_smoothing_penalty(entropy, reference, kappa_low, kappa_high)
-        l_smooth = alpha * turn_token_mean(pen, mask, turn_ids)
-        mean_pen = masked_mean(pen.detach(), mask)
+        l_smooth = alpha * turn_token_mean(pen, mask, turn_ids, ranks)
+        mean_pen = masked_mean(pen.detach(), mask, ranks.sum if ranks.distributed else None)
     loss = -coef * (l_h - beta * l_smooth)
     stats = {"entropy_term": l_h.detach(), "penalty": mean_pen, "smooth": l_smooth.detach(), "beta": beta}
     return loss, stats
@@ -178,6 +182,7 @@ class EPOHook(LossHook):
         self._step_sum: Any = 0.0
         self._step_count: Any = 0.0
         self._turn_sums: dict[int, list[float]] = defaultdict(lambda: [0.0, 0.0])
+        self._ranks = Ranks()  # the run's processes, from the last training micro-batch (end_step sums over them)
         self._metrics = MetricAccumulator()
 
     def extra_loss(self, ctx: LossContext) -> torch.Tensor:
@@ -187,6 +192,7 @@ class EPOHook(LossHook):
         if ctx.training:  # evaluation passes must not feed the history
             self._step_sum = self._step_sum + torch.where(mask, h, torch.zeros_like(h)).sum()
             self._step_count = self._step_count + mask.sum()
+            self._ranks = ctx.ranks
         if self.config.mode == "released":
             loss, stats = self._released_loss(ctx, entropy, mask)
         else:
@@ -194,6 +200,7 @@ class EPOHook(LossHook):
             loss, stats = epo_entropy_loss(
                 entropy, ctx.mask, ctx.turn_ids, self.history.reference(), ctx.step, ctx.total_steps,
                 coef=c.coef, alpha=c.alpha, kappa_low=c.kappa_low, kappa_high=c.kappa_high, gamma=c.gamma,
+                ranks=ctx.ranks,
             )  # fmt: skip
             ref = self.history.reference()
             stats["reference"] = float("nan") if ref is None else ref
@@ -215,8 +222,10 @@ class EPOHook(LossHook):
                 acc[0] += float(h[sel].sum())
                 acc[1] += float(sel.sum())
         max_step = 50 if c.released_max_step is None else int(c.released_max_step)
-        # The released gate: np.any(rollout_step >= max_step // 2) over the micro-batch's samples (turns).
-        gated = bool((turns[mask] >= max_step // 2).any()) if mask.any() else False
+        # The released gate: np.any(rollout_step >= max_step // 2) over the micro-batch's samples (turns), of every
+        # process (one process holding them all would gate them together).
+        local_gate = bool((turns[mask] >= max_step // 2).any()) if mask.any() else False
+        gated = bool(ctx.ranks.max(torch.tensor(float(local_gate))) > 0)
         ref = torch.full_like(h, float("nan"))
         for t, hist in self.turn_history.items():
             r = hist.reference()
@@ -227,16 +236,29 @@ class EPOHook(LossHook):
         # A constant: no gradient flows through the released smoothing term.
         pen = torch.where(known & ~inside & gated, c.released_out_penalty, 0.0).to(h.dtype)
         weight = released_epo_weight(ctx.step, ctx.total_steps, c.gamma)
-        l_h = masked_mean(entropy, ctx.mask)
-        l_pen = masked_mean(pen, ctx.mask)
+        m = ctx.mask.to(entropy.dtype)
+        l_h = ctx.ranks.mean_share((entropy * m).sum(), m.sum())
+        l_pen = ctx.ranks.mean_share((pen * m).sum(), m.sum())
         loss = -c.coef * (l_h - c.alpha * weight * l_pen)
         stats = {"entropy_term": l_h.detach(), "penalty": l_pen, "beta": weight, "gated": float(gated)}
         return loss, stats
 
     def end_step(self, step: int) -> None:
-        if float(self._step_count) > 0:
-            self.history.push(float(self._step_sum) / float(self._step_count))
-        for t, (s, n) in self._turn_sums.items():
+        # The step's mean entropy is over every process's tokens (each process pushes the same value).
+        ranks = self._ranks
+        total = ranks.sum(torch.stack([torch.as_tensor(self._step_sum, dtype=torch.float64).cpu(),
+                                       torch.as_tensor(self._step_count, dtype=torch.float64).cpu()]))
+        if float(total[1]) > 0:
+            self.history.push(float(total[0]) / float(total[1]))
+        turn_sums = dict(self._turn_sums)
+        if ranks.distributed:
+            turn_sums = {}
+            for part in ranks.gather_objects([dict(self._turn_sums)])[0]:
+                for t, (s, n) in part.items():
+                    acc = turn_sums.setdefault(t, [0.0, 0.0])
+                    acc[0] += s
+                    acc[1] += n
+        for t, (s, n) in sorted(turn_sums.items()):
             if n > 0:
                 self.turn_history.setdefault(t, EntropyHistory()).push(s / n)
         self._step_sum, self._step_count = 0.0, 0.0

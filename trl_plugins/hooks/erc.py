@@ -92,10 +92,17 @@ class ERCHook(LossHook):
         valid = ctx.mask.bool()
         keep = entropy_ratio_mask(entropy, old, self.config.beta_low, self.config.beta_high)
         rho = entropy_ratio(entropy, old)
-        n = valid.sum().clamp(min=1)
-        self._metrics.add("erc/clip_fraction", (~keep & valid).sum() / n)
-        self._metrics.add("erc/clip_low_fraction", ((rho <= 1 - self.config.beta_low) & valid).sum() / n)
-        self._metrics.add("erc/clip_high_fraction", ((rho >= 1 + self.config.beta_high) & valid).sum() / n)
+        # Fractions of every process's model tokens (one reduction for the four counts).
+        counts = ctx.ranks.sum(
+            torch.stack([
+                valid.sum(), (~keep & valid).sum(),
+                ((rho <= 1 - self.config.beta_low) & valid).sum(), ((rho >= 1 + self.config.beta_high) & valid).sum(),
+            ]).float()
+        )  # fmt: skip
+        n = counts[0].clamp(min=1)
+        self._metrics.add("erc/clip_fraction", counts[1] / n)
+        self._metrics.add("erc/clip_low_fraction", counts[2] / n)
+        self._metrics.add("erc/clip_high_fraction", counts[3] / n)
         return erc_token_loss(token_loss, keep | ~valid)
 
     def metrics(self) -> dict[str, float]:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import torch
 
+from trl_plugins.distributed import Ranks
 from trl_plugins.errors import LossHookConfigError
 
 __all__ = [
@@ -73,12 +74,16 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) 
     return torch.where(valid, out, torch.zeros_like(out))
 
 
-def turn_token_mean(values: torch.Tensor, mask: torch.Tensor, turn_ids: torch.Tensor | None = None) -> torch.Tensor:
+def turn_token_mean(
+    values: torch.Tensor, mask: torch.Tensor, turn_ids: torch.Tensor | None = None, ranks: Ranks | None = None
+) -> torch.Tensor:
     """EPO's multi-turn average: mean over trajectories of the mean over turns of the token-mean of each turn.
 
     ``(1/B) sum_j (1/T_j) sum_t (1/|tau_jt|) sum_i values_jti`` -- every turn counts equally, however long.  Each row
     is one trajectory; ``turn_ids`` gives the turn of each token (ignored where ``mask`` is 0).  Without
     ``turn_ids`` every row is a single turn.  Rows without any valid token are left out of the mean over B.
+    With several processes (``ranks``) B counts the rows of every process and this process's share is returned
+    (:meth:`~trl_plugins.distributed.Ranks.mean_share`).
 
     Example:
         >>> v = torch.tensor([[1.0, 1.0, 1.0, 4.0]])
@@ -110,7 +115,7 @@ def turn_token_mean(values: torch.Tensor, mask: torch.Tensor, turn_ids: torch.Te
     row_means = turn_means.sum(1) / turns_per_row.clamp(min=1.0)
     has = (turns_per_row > 0).to(values.dtype)
     # Rows without valid tokens are left out; an all-empty batch gives 0 (and keeps the graph).
-    return (row_means * has).sum() / has.sum().clamp(min=1.0)
+    return (ranks or Ranks()).mean_share((row_means * has).sum(), has.sum())
 
 
 def entropy_metrics(

@@ -151,6 +151,15 @@ class AgentGRPOConfig(GRPOConfig):
             indices) of the ``eval_env_split`` split (default ``"test"``), greedy at ``eval_temperature=0``
             (:mod:`trl_plugins.evaluation`).  Every run also writes ``output_dir/metrics.jsonl``
             (:mod:`trl_plugins.run_log`).
+        async_rollouts: play the next generation batches in a background thread while the optimizer steps
+            (:mod:`trl_plugins.async_rollouts`): the generator (a copy of the policy with the transformers backend,
+            the vLLM engine with ``use_vllm``) gets the policy's weights after every optimizer step, each episode
+            records the policy version that played it (``info["policy_version"]``), and the loss corrects for the
+            older sampler with TRL's importance-sampling ratio (the ``vllm_importance_sampling_*`` settings).
+        max_staleness: with ``async_rollouts``, how many optimizer steps a batch's policy may lag the policy that
+            trains on it; the generator waits rather than play further ahead, and a batch older than this is
+            dropped (``async/dropped_episodes``).  ``0``: the synchronous trainer, exactly (a batch is played when
+            the learner asks for it, with its current weights).
     """
 
     env_id: str = field(default="agentgym/TextWorld-w2-o3-q4-v0", metadata={"help": "registered environment id"})
@@ -222,6 +231,14 @@ class AgentGRPOConfig(GRPOConfig):
         default=None,
         metadata={"help": 'AEPO settings (JSON): hook parameters and branching, e.g. {"branching": {"w": 0.3}}'},
     )
+    async_rollouts: bool = field(
+        default=False,
+        metadata={"help": "play the next batches in a background thread while the optimizer steps"},
+    )
+    max_staleness: int = field(
+        default=1,
+        metadata={"help": "async_rollouts: optimizer steps a batch's policy may lag the trained one (0: synchronous)"},
+    )
 
     #: The typed sub-config fields and their classes (a subclass adds its own, e.g. PPO's ``ppo``).
     SUB_CONFIGS: ClassVar[dict[str, type]] = {"epo": EPOConfig, "erc": ERCConfig}
@@ -282,6 +299,23 @@ class AgentGRPOConfig(GRPOConfig):
         elif self.generation_backend == "vllm":
             self.use_vllm = True
         self.rollout_config()  # validates the limits
+        self._check_async_rollouts()
+
+    def _check_async_rollouts(self) -> None:
+        if isinstance(self.max_staleness, bool) or not isinstance(self.max_staleness, int) or self.max_staleness < 0:
+            raise TrainerConfigError(f"max_staleness must be an integer >= 0, got {self.max_staleness!r}")
+        if not self.async_rollouts:
+            return
+        if self.aepo.branching is not None:  # type: ignore[union-attr]
+            raise TrainerConfigError(
+                "async_rollouts does not support AEPO branching (its entropy probe reads the policy being trained); "
+                "set aepo.branching=None or async_rollouts=False"
+            )
+        if self.generation_backend == "transformers" and self.sampler != "kv":
+            raise TrainerConfigError(
+                "async_rollouts needs the sampler's log-probabilities for its importance-sampling correction: use "
+                "sampler='kv' (or generation_backend='vllm')"
+            )
 
     def _warn_unused_trl_limits(self) -> None:
         """Warn (once per call site) that TRL's ``max_completion_length`` does not limit the multi-turn rollouts."""

@@ -38,6 +38,7 @@ Subclassing: override :meth:`AgentGRPOTrainer.make_env_factory` (how environment
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from collections.abc import Callable, Sequence
@@ -57,6 +58,7 @@ from trl_plugins import batch as batching
 from trl_plugins import metrics as logged
 from trl_plugins.advantages import turn_advantages
 from trl_plugins.aepo import BranchingStats, run_branching_episodes
+from trl_plugins.async_rollouts import AsyncRollouts, AsyncRolloutsCallback, async_rollout_batch
 from trl_plugins.config import AgentGRPOConfig, AgentPPOConfig
 from trl_plugins.distributed import Ranks, rank_seed
 from trl_plugins.envs import (
@@ -196,6 +198,10 @@ class AgentGRPOTrainer(HeldOutEvaluation, GenerationMixin, GRPOTrainer):
         self._check_groups_per_process()
         # U(0, 1) draws of AEPO branching: a stream of this process's own (it plays whole groups, see above)
         self._aepo_rng = random.Random(rank_seed(args.seed, self.accelerator.process_index))
+        #: The background producer of ``async_rollouts`` (:mod:`trl_plugins.async_rollouts`), started on first use.
+        self.async_rollouts: AsyncRollouts | None = None
+        if args.async_rollouts:
+            self.add_callback(AsyncRolloutsCallback(lambda: self.async_rollouts))
 
     def _checked_args(self, args: AgentGRPOConfig | None) -> AgentGRPOConfig:
         """``args`` (default: the config class's defaults), checked to fit this trainer and TRL's options."""
@@ -266,6 +272,9 @@ class AgentGRPOTrainer(HeldOutEvaluation, GenerationMixin, GRPOTrainer):
 
         A later rollout (another ``train()`` or ``evaluate()``) builds the environments and the engine again.
         """
+        if getattr(self, "async_rollouts", None) is not None:  # first: its thread plays in these environments
+            self.async_rollouts.close()
+            self.async_rollouts = None
         self.env_pool.close()
         self.close_eval_envs()
         if self.use_vllm and getattr(self, "generation_backend", None) is not None:
@@ -290,10 +299,13 @@ class AgentGRPOTrainer(HeldOutEvaluation, GenerationMixin, GRPOTrainer):
             scale=args.scale_rewards,
         )
 
-    def _play_episodes(self, tasks: list[tuple[Any, int | None, Any]]) -> tuple[list[Episode], RolloutStats]:
-        """The batch's episodes and their stats: the engine's rollout, or AEPO's branching one (``aepo.branching``)."""
+    def _play_episodes(
+        self, tasks: list[tuple[Any, int | None, Any]], backend: Any = None
+    ) -> tuple[list[Episode], RolloutStats]:
+        """The batch's episodes and their stats: the engine's rollout, or AEPO's branching one (``aepo.branching``),
+        with ``backend`` (default: the trainer's generation backend)."""
         branching = self.args.aepo.branching
-        envs, backend = self.env_pool.take(len(tasks)), self.generation_backend
+        envs, backend = self.env_pool.take(len(tasks)), backend or self.generation_backend
         if branching is None:
             stats = RolloutStats()
             return run_episodes(envs, tasks, backend, self.chat_format, self.rollout_config, stats), stats
@@ -306,17 +318,20 @@ class AgentGRPOTrainer(HeldOutEvaluation, GenerationMixin, GRPOTrainer):
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         mode = "train" if self.model.training else "eval"
-        tasks = [self.tasks.resolve(row) for row in inputs]
-        if self.generation_backend is None:  # closed at the end of an earlier train()
-            self.generation_backend = self.make_generation_backend()
-        self.sync_vllm_weights()
-        episodes, stats = self._play_episodes(tasks)
+        if mode == "train" and self.args.async_rollouts:  # played in the background; TRL's rows are not used
+            episodes, stats = async_rollout_batch(self)
+        else:
+            tasks = [self.tasks.resolve(row) for row in inputs]
+            if self.generation_backend is None:  # closed at the end of an earlier train()
+                self.generation_backend = self.make_generation_backend()
+            self.sync_vllm_weights()
+            episodes, stats = self._play_episodes(tasks)
         self.last_episodes, self.last_rollout_stats = list(episodes), stats
         all_episodes, mine, all_stats = self._global_rollout(episodes, stats)
         samples = batching.episode_samples(
             episodes, self.episode_advantages(all_episodes)[mine], context_mode=self.rollout_config.context_mode,
             mask_truncated=self.args.mask_truncated_completions,
-            mask_truncated_episodes=self.args.mask_truncated_episodes, with_sampling_logps=self.use_vllm,
+            mask_truncated_episodes=self.args.mask_truncated_episodes, with_sampling_logps=self.corrects_sampling,
         )
         output = batching.pad_samples(samples, self._tokenizer.pad_token_id, self.accelerator.device)
         loss_mask = output["completion_mask"] * output["tool_mask"]
@@ -324,9 +339,15 @@ class AgentGRPOTrainer(HeldOutEvaluation, GenerationMixin, GRPOTrainer):
         self._score_old_and_ref(output, mode)
         logged.rollout_metrics(self._metrics[mode], all_episodes, all_stats)
         self._count_batch(output, mode)
-        if self.use_vllm:
+        if self.corrects_sampling:
             self._correct_sampling(output, mode)
         return output
+
+    @property
+    def corrects_sampling(self) -> bool:
+        """Whether batches carry the sampler's log-probs and the loss TRL's importance-sampling correction: with
+        vLLM (another implementation) and with ``async_rollouts`` ahead of the learner (an older policy)."""
+        return self.use_vllm or (self.args.async_rollouts and self.args.max_staleness > 0)
 
     def _score_old_and_ref(self, batch: dict[str, Any], mode: str) -> None:
         """Add the old policy's log-probs (and entropy) and the reference model's to a fresh batch, where needed."""
@@ -336,7 +357,7 @@ class AgentGRPOTrainer(HeldOutEvaluation, GenerationMixin, GRPOTrainer):
         generate_every = args.steps_per_generation * self.num_iterations
         # With vLLM the sampler is another implementation (and maybe an older policy): old log-probs are always
         # the trainer's own, and TRL's importance-sampling ratio corrects for the sampler's (as GRPOTrainer).
-        need_old = args.gradient_accumulation_steps % generate_every != 0 or self._needs_old_entropy or self.use_vllm
+        need_old = args.gradient_accumulation_steps % generate_every != 0 or self._needs_old_entropy or self.corrects_sampling
         with torch.no_grad(), disable_gradient_checkpointing(self.model, args.gradient_checkpointing_kwargs):
             if need_old:
                 old_logps, old_entropy = self.token_logps_and_entropy(
@@ -589,6 +610,11 @@ class AgentGRPOTrainer(HeldOutEvaluation, GenerationMixin, GRPOTrainer):
         if mode == "train":
             normalizer = normalizer * self._accumulation_steps() / self.args.steps_per_generation
         return normalizer
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        # Background rollouts wait: the held-out evaluation may use the same vLLM engine.
+        with self.async_rollouts.paused() if self.async_rollouts is not None else contextlib.nullcontext():
+            return super().evaluate(*args, **kwargs)
 
     # ---- logging and checkpoints --------------------------------------------------------
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:

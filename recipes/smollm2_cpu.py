@@ -65,6 +65,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rl-steps", type=int, default=8, help="GRPO steps after SFT")
     p.add_argument("--rl-lr", type=float, default=1e-5)
     p.add_argument("--base-rl-steps", type=int, default=6, help="GRPO steps of each RL-from-base run (0: none)")
+    p.add_argument(
+        "--rl-families", default=None, help="families that get the GRPO-from-SFT stage (default: every one chosen)"
+    )
+    p.add_argument("--base-rl-tasks-per-step", type=int, default=2, help="tasks per step of the RL-from-base runs")
     p.add_argument("--base-rl-family", default="babyai", help="family of the RL-from-base runs")
     p.add_argument("--tasks-per-step", type=int, default=2)
     p.add_argument("--generations", type=int, default=4, help="episodes per task (GRPO group size)")
@@ -97,11 +101,15 @@ def main(argv: list[str] | None = None) -> dict:
         opts.model, opts.eval_episodes, opts.rl_steps = "tiny", 1, 1
         opts.base_rl_steps = min(opts.base_rl_steps, 1)
         opts.tasks_per_step, opts.generations, opts.max_new_tokens = 1, 2, 4
+        opts.base_rl_tasks_per_step = 1
     families = SMOKE_FAMILIES if opts.smoke else FAMILIES
     chosen = [n.strip() for n in opts.families.split(",") if n.strip()]
     unknown = [n for n in chosen if n not in families]
     if unknown:
         raise SystemExit(f"error: unknown families {unknown}; known: {', '.join(families)}")
+    rl_families = chosen if opts.rl_families is None else [n.strip() for n in opts.rl_families.split(",") if n.strip()]
+    if not set(rl_families) <= set(chosen):
+        raise SystemExit(f"error: --rl-families {rl_families} must be among --families {chosen}")
     if opts.base_rl_steps > 0 and opts.base_rl_family not in families:
         raise SystemExit(f"error: unknown --base-rl-family {opts.base_rl_family!r}; known: {', '.join(families)}")
     threads = opts.threads or (1 if (os.cpu_count() or 1) <= 2 else None)
@@ -157,6 +165,8 @@ def main(argv: list[str] | None = None) -> dict:
         evaluations.append(held_out(base, family, "base"))
         sft_model = sft(base, family, out / name / "sft", sft_settings)
         evaluations.append(held_out(sft_model, family, "sft", out / name / "sft"))
+        if name not in rl_families:
+            continue
         rl_model = rl(sft_model, family, out / name / "sft-grpo", settings, stage="sft-grpo")
         evaluations.append(held_out(rl_model, family, "sft+grpo", out / name / "sft-grpo"))
         plot_curves(
@@ -173,7 +183,13 @@ def main(argv: list[str] | None = None) -> dict:
             family = replace(family, demos=opts.demos)
         # Same seeds and tasks for the three runs; two optimizer passes per batch so that ERC's ratio can leave 1.
         turns = 2 if opts.smoke else family.env_kwargs.get("max_steps", 12)
-        base_rl = replace(rl_settings, steps=opts.base_rl_steps, num_iterations=2, max_turns=turns)
+        base_rl = replace(
+            rl_settings,
+            steps=opts.base_rl_steps,
+            tasks_per_step=opts.base_rl_tasks_per_step,
+            num_iterations=2,
+            max_turns=turns,
+        )
         variants = {
             "grpo": base_rl,
             "grpo+epo": replace(base_rl, loss_hooks=("epo",)),

@@ -68,3 +68,8 @@ def test_rl_settings_split_a_step_into_micro_batches():
 def test_cpu_recipe_rejects_an_unknown_base_rl_family(tmp_path):
     with pytest.raises(SystemExit, match="unknown --base-rl-family"):
         smollm2_cpu.main(["--out", str(tmp_path), "--smoke", "--families", "babyai", "--base-rl-family", "chess"])
+
+
+def test_cpu_recipe_rejects_rl_families_outside_the_chosen_families(tmp_path):
+    with pytest.raises(SystemExit, match="must be among --families"):
+        smollm2_cpu.main(["--out", str(tmp_path), "--smoke", "--families", "babyai", "--rl-families", "textworld"])

@@ -23,6 +23,9 @@ generation batch ``b + 1`` (and up to ``k`` optimizer steps further ahead) while
   rollout); an exception of the producer itself is raised in the learner (:class:`BackgroundRolloutError`) at its
   next batch, never a hung trainer; :meth:`AsyncRollouts.close` stops the thread (the trainer's ``close_envs``
   calls it at the end of ``train()``, before the environments close).
+* one process only: with several (``accelerate launch``) each producer would drop stale batches on its own timing,
+  so the trainer refuses it (:func:`check_one_process`).  The environments, worker processes included, are built in
+  the learner's thread before the producer starts.
 
 The tasks come from a second iterator over the trainer's train sampler (:func:`generation_batches`: the same
 ``RepeatSampler`` and seed, so the same tasks in the same order as TRL's dataloader, which the learner then

@@ -11,7 +11,11 @@ environments in worker processes (``env_workers="process"``):
 Samples/s is episodes trained per second of wall time between the end of the first optimizer step and the end of
 the last (the first step's environment start-up, JVMs included, is left out).  Each row runs in its own process
 (``--child``) with ``--threads`` torch threads (default 1), and prints the machine's 1-minute load average before
-and after it: the machine may be shared, so run it under ``nice`` and read the load with the numbers.
+and after it and ``cpu``: the CPU seconds the row's process (learner and producer threads, not the environments'
+worker processes) got per second of wall time in that window.  The machine may be shared, so run it under ``nice``
+and read the load and the CPU share with the numbers: a ``nice -n 19`` row beside a higher-priority job gets
+almost no CPU and looks hung.  A row that runs past ``--row-timeout`` seconds is stopped and reported with the CPU
+time it got.
 
 Usage::
 
@@ -50,6 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hidden", type=int, default=256, help="hidden size of the tiny Llama")
     parser.add_argument("--layers", type=int, default=4, help="layers of the tiny Llama")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per row")
+    parser.add_argument("--row-timeout", type=float, default=1800.0, help="seconds a row may run before it is stopped")
     parser.add_argument("--json", type=Path, default=None, help="write the rows here")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -68,10 +73,12 @@ def run_row(args: argparse.Namespace, family: str, mode: str) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     env_id, env_kwargs = FAMILIES[family]
     step_ends: list[float] = []
+    step_cpu: list[float] = []  # this process's CPU seconds (every thread) at each step's end
 
     class StepClock(TrainerCallback):
         def on_step_end(self, *_: Any, **__: Any) -> None:
             step_ends.append(time.perf_counter())
+            step_cpu.append(time.process_time())
 
     tok = smollm2_tokenizer()
     with tempfile.TemporaryDirectory() as out:
@@ -94,11 +101,39 @@ def run_row(args: argparse.Namespace, family: str, mode: str) -> dict[str, Any]:
         "samples_per_s": measured * args.batch / seconds,
         "measured_steps": measured,
         "seconds": seconds,
+        "cpu_share": (step_cpu[-1] - step_cpu[0]) / seconds,
         "rollout_seconds_per_step": sum(h.get("rollout/seconds", 0.0) for h in logs[1:]) / max(1, measured),
         "learner_wait_seconds_per_step": sum(h.get("async/wait_seconds", 0.0) for h in logs[1:]) / max(1, measured),
         "staleness_mean": sum(h.get("async/staleness", 0.0) for h in logs) / max(1, len(logs)),
         "turns_per_episode": sum(h["env/turns_per_episode"] for h in logs) / max(1, len(logs)),
     }
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of a running process so far (Linux ``/proc``; 0.0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14 and 15)
+
+
+def run_child(child_args: list[str], timeout_s: float) -> tuple[str, str, int]:
+    """Run one row in a process of its own: its stdout, stderr and exit status; past ``timeout_s`` it is stopped
+    and the status is 124, with the CPU time it got in that time in stderr (a starved row, not a hung one, got
+    almost none)."""
+    child = subprocess.Popen(
+        [sys.executable, __file__, *child_args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        stdout, stderr = child.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        cpu = process_cpu_seconds(child.pid)
+        child.kill()
+        stdout, stderr = child.communicate()
+        note = f"stopped after {timeout_s:.0f} s, in which its process got {cpu:.1f} s of CPU"
+        return stdout, f"{stderr}\n{note} (load average {os.getloadavg()[0]:.2f})", 124
+    return stdout, stderr, child.returncode
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -115,20 +150,17 @@ def main(argv: list[str] | None = None) -> None:
     for family in families:
         for mode in ("sync", "async"):
             load_before = os.getloadavg()[0]
-            result = subprocess.run(
-                [sys.executable, __file__, *passthrough, "--child", f"{family}:{mode}"],
-                capture_output=True, text=True, check=False,
-            )
-            if result.returncode != 0:
-                sys.exit(f"{family} {mode} failed:\n{result.stderr[-3000:]}")
-            row = json.loads(result.stdout.strip().splitlines()[-1])
+            stdout, stderr, returncode = run_child([*passthrough, "--child", f"{family}:{mode}"], args.row_timeout)
+            if returncode != 0:
+                sys.exit(f"{family} {mode} failed:\n{stderr[-3000:]}")
+            row = json.loads(stdout.strip().splitlines()[-1])
             row["load_1min"] = (load_before, os.getloadavg()[0])
             rows.append(row)
             print(
                 f"{family:13s} {row['mode']:26s} {row['samples_per_s']:6.2f} samples/s  "
                 f"rollout {row['rollout_seconds_per_step']:5.2f} s/step  learner waited "
                 f"{row['learner_wait_seconds_per_step']:5.2f} s/step  staleness {row['staleness_mean']:.2f}  "
-                f"load {row['load_1min'][0]:.2f}->{row['load_1min'][1]:.2f}",
+                f"load {row['load_1min'][0]:.2f}->{row['load_1min'][1]:.2f}  cpu {row['cpu_share']:.2f}",
                 flush=True,
             )
         sync, asynchronous = rows[-2], rows[-1]

@@ -14,7 +14,7 @@ from datasets import Dataset
 from trainer_toys import LetterEnv, letter_env, toy_run_settings
 
 from agentgym_envs.wrappers import apply_reward_wrappers
-from trl_plugins.async_rollouts import BackgroundRolloutError, start_async_rollouts
+from trl_plugins.async_rollouts import BackgroundRolloutError, check_one_process, start_async_rollouts
 from trl_plugins.config import AgentGRPOConfig
 from trl_plugins.errors import TrainerConfigError
 from trl_plugins.models import tiny_model, tiny_tokenizer
@@ -124,6 +124,27 @@ def test_stale_batches_are_dropped_and_counted(tok, tmp_path):
     assert background_threads() == []
 
 
+def test_environments_are_built_in_the_learners_thread_before_the_producer_starts(tok, tmp_path):
+    trainer = trainer_for(tok, make_args(tmp_path, async_rollouts=True, max_staleness=1))
+    built_by: list[str] = []
+    build = trainer.env_pool.factory
+
+    def recording_build():
+        built_by.append(threading.current_thread().name)
+        return build()
+
+    trainer.env_pool.factory = recording_build
+    engine = start_async_rollouts(trainer)
+    try:
+        assert len(trainer.env_pool.envs) == 4  # one generation batch's environments, before any batch plays
+        engine.next_batch(version=0)
+        engine.next_batch(version=1)
+    finally:
+        engine.close()
+    # Worker processes (env_workers="process") are started where the environments are built: never in the producer.
+    assert built_by and set(built_by) == {threading.main_thread().name}
+
+
 class CrashingLetterEnv(LetterEnv):
     """LetterEnv whose simulator raises on every action it executes (an unparsable reply is not executed)."""
 
@@ -181,3 +202,8 @@ def test_bad_settings_fail_with_one_line_errors(tmp_path):
         make_args(tmp_path, async_rollouts=True, max_staleness=-1)
     with pytest.raises(TrainerConfigError, match="sampler='kv'"):
         make_args(tmp_path, async_rollouts=True, sampler="generate")
+    # Several processes would each drop stale batches on their own timing and train on different batches.
+    with pytest.raises(TrainerConfigError, match="async_rollouts=True runs in one process, not 2"):
+        check_one_process(True, 2)
+    check_one_process(True, 1)
+    check_one_process(False, 2)

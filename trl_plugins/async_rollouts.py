@@ -23,6 +23,9 @@ generation batch ``b + 1`` (and up to ``k`` optimizer steps further ahead) while
   rollout); an exception of the producer itself is raised in the learner (:class:`BackgroundRolloutError`) at its
   next batch, never a hung trainer; :meth:`AsyncRollouts.close` stops the thread (the trainer's ``close_envs``
   calls it at the end of ``train()``, before the environments close).
+* one process only: with several (``accelerate launch``) each producer would drop stale batches on its own timing,
+  so the trainer refuses it (:func:`check_one_process`).  The environments, worker processes included, are built in
+  the learner's thread before the producer starts.
 
 The tasks come from a second iterator over the trainer's train sampler (:func:`generation_batches`: the same
 ``RepeatSampler`` and seed, so the same tasks in the same order as TRL's dataloader, which the learner then
@@ -53,7 +56,7 @@ import torch
 from transformers import TrainerCallback
 
 from agentgym_envs.engine import Episode, RolloutStats
-from trl_plugins.errors import TrainerError
+from trl_plugins.errors import TrainerConfigError, TrainerError
 
 __all__ = [
     "AsyncRollouts",
@@ -64,6 +67,7 @@ __all__ = [
     "RolloutBatch",
     "WeightSnapshot",
     "async_rollout_batch",
+    "check_one_process",
     "detached_copy",
     "generation_batches",
     "start_async_rollouts",
@@ -389,6 +393,37 @@ def detached_copy(model: torch.nn.Module) -> torch.nn.Module:
     return twin
 
 
+def check_one_process(async_rollouts: bool, num_processes: int) -> None:
+    """Refuse ``async_rollouts`` in a run of several processes (``accelerate launch --num_processes N``).
+
+    Each process's producer decides alone, from its own timing, which batches are too stale to keep, so after a
+    drop the processes would train on slices of different generation batches, and the global group statistics
+    (:mod:`trl_plugins.distributed`) would mix groups of different tasks.
+
+    Raises:
+        TrainerConfigError: ``async_rollouts`` with ``num_processes > 1``.
+
+    Example:
+        >>> check_one_process(True, 1); check_one_process(False, 2)
+        >>> try:
+        ...     check_one_process(True, 2)
+        ... except TrainerConfigError as exc:
+        ...     print(str(exc)[:45])
+        async_rollouts=True runs in one process, not 2
+    """
+    if async_rollouts and num_processes > 1:
+        raise TrainerConfigError(
+            f"async_rollouts=True runs in one process, not {num_processes}: each process would drop stale batches "
+            "on its own timing and the processes would train on different generation batches; set "
+            "async_rollouts=False for multi-process training"
+        )
+
+
+def rows_per_generation_batch(trainer: Any) -> int:
+    """The dataset rows (episodes) of one generation batch of this process."""
+    return int(trainer._train_batch_size * trainer.args.steps_per_generation)
+
+
 def generation_batches(trainer: Any) -> Iterator[list[dict[str, Any]]]:
     """The dataset rows of each generation batch this process plays, in the order TRL's train dataloader gives them.
 
@@ -402,7 +437,7 @@ def generation_batches(trainer: Any) -> Iterator[list[dict[str, Any]]]:
     args = trainer.args
     loader = DataLoader(
         trainer.train_dataset,
-        batch_size=trainer._train_batch_size * args.steps_per_generation,
+        batch_size=rows_per_generation_batch(trainer),
         sampler=trainer._get_train_sampler(),
         collate_fn=trainer.data_collator,
         generator=torch.Generator(),  # its base seed is drawn from here, not from the global generator the
@@ -438,8 +473,6 @@ def start_async_rollouts(trainer: Any) -> AsyncRollouts:
 
         own = trainer.generation_backend
         if not isinstance(own, TransformersBackend):
-            from trl_plugins.errors import TrainerConfigError
-
             raise TrainerConfigError(
                 "async_rollouts needs a sampler that reports log-probabilities (the 'kv' sampler without "
                 "repetition_penalty, min_p, generation_kwargs or cache_implementation, and no generate_tokens "
@@ -470,6 +503,10 @@ def start_async_rollouts(trainer: Any) -> AsyncRollouts:
         steps_per_batch=args.steps_per_generation * trainer.num_iterations / accumulation,
         first_version=version,
     )
+    # The environments (worker processes included) are built here, in the learner's thread, before the producer
+    # starts: worker processes are never started from the background thread, and a failure to build them is
+    # raised by train() itself.
+    trainer.env_pool.take(rows_per_generation_batch(trainer))
     engine.start()
     return engine
 

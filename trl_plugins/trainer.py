@@ -58,7 +58,7 @@ from trl_plugins import batch as batching
 from trl_plugins import metrics as logged
 from trl_plugins.advantages import turn_advantages
 from trl_plugins.aepo import BranchingStats, run_branching_episodes
-from trl_plugins.async_rollouts import AsyncRollouts, AsyncRolloutsCallback, async_rollout_batch
+from trl_plugins.async_rollouts import AsyncRollouts, AsyncRolloutsCallback, async_rollout_batch, check_one_process
 from trl_plugins.config import AgentGRPOConfig, AgentPPOConfig
 from trl_plugins.distributed import Ranks, rank_seed
 from trl_plugins.envs import (
@@ -196,6 +196,7 @@ class AgentGRPOTrainer(HeldOutEvaluation, GenerationMixin, GRPOTrainer):
         self.last_episodes: list[Episode] = []
         self.last_rollout_stats = RolloutStats()
         self._check_groups_per_process()
+        check_one_process(args.async_rollouts, self.accelerator.num_processes)
         # U(0, 1) draws of AEPO branching: a stream of this process's own (it plays whole groups, see above)
         self._aepo_rng = random.Random(rank_seed(args.seed, self.accelerator.process_index))
         #: The background producer of ``async_rollouts`` (:mod:`trl_plugins.async_rollouts`), started on first use.

@@ -9,6 +9,8 @@ Launched with ``accelerate launch --multi_gpu --num_processes 2`` on CPU (torchr
    the ratio, the clips and ERC's band are active), computes the loss and backpropagates it (DDP all-reduces the
    gradients), for GRPO and for GiGPO, and steps EPO's history;
 3. trains one step with AEPO's branching rollout (whole groups per process) and probes it too;
+4. trains one step of ``AgentPPOTrainer`` on the letter game and probes it with the split group (advantages
+   whitened over the global batch, value loss, gradients of the policy and the value head);
 
 and writes what it saw to ``<out>/rank<r>.pt``.  :func:`replay_probe` recomputes a probe in one process holding the
 global batch (the recorded episodes of both processes), which the test compares with it.
@@ -25,24 +27,28 @@ import torch
 from trainer_toys import letter_env
 
 from agentgym_envs.engine import RolloutStats
-from trl_plugins import AgentGRPOConfig, AgentGRPOTrainer
+from trl_plugins import AgentGRPOConfig, AgentGRPOTrainer, AgentPPOTrainer
 from trl_plugins.aepo import AEPOBranchConfig, AEPOConfig
 from trl_plugins.distributed import rank_seed
 from trl_plugins.errors import TrainerConfigError
 
 GROUP = 2  # num_generations
 PER_DEVICE = 3  # a generation batch of 3 groups over 2 processes: the middle group is split
+#: The PPO probe's settings (no loss hooks: they are probed with GRPO; this one is about the critic's statistics).
+PPO_SETTINGS: dict[str, Any] = {"loss_hooks": [], "ppo": {"level": "token", "whiten": True, "value_clip": 0.2}}
 
 
 def make_trainer(model: str, out: Path, letters: bool = False, cls: type = AgentGRPOTrainer, **overrides: Any):
     """A trainer on TextCraft, or (``letters``) on the test's letter game, whose random-model rewards vary."""
+    config_class = cls.config_class
     if not letters:
-        return cls(model, args=make_args(out, **overrides))
+        return cls(model, args=make_args(out, config_class, **overrides))
     overrides = {"max_turns": 3, "max_new_tokens_per_turn": 3, "max_context_tokens": 400, **overrides}
-    return cls(model, args=make_args(out, **overrides), env_factory=lambda: letter_env(target=2, max_steps=3))
+    args = make_args(out, config_class, **overrides)
+    return cls(model, args=args, env_factory=lambda: letter_env(target=2, max_steps=3))
 
 
-def make_args(out: Path, **overrides: Any) -> AgentGRPOConfig:
+def make_args(out: Path, config_class: type[AgentGRPOConfig] = AgentGRPOConfig, **overrides: Any) -> AgentGRPOConfig:
     settings: dict[str, Any] = dict(
         output_dir=str(out),
         env_id="agentgym/TextCraft-v0",
@@ -65,7 +71,7 @@ def make_args(out: Path, **overrides: Any) -> AgentGRPOConfig:
         use_cpu=True,
     )
     settings.update(overrides)
-    return AgentGRPOConfig(**settings)
+    return config_class(**settings)
 
 
 def probe_rows(trainer: AgentGRPOTrainer, per_device: int, num_processes: int) -> list[dict[str, Any]]:
@@ -92,6 +98,13 @@ def per_turn_advantages(batch: dict[str, Any]) -> list[list[float]]:
     return out
 
 
+def model_token_values(batch: dict[str, Any], key: str) -> list[list[float]]:
+    """Each sample's ``batch[key]`` on its model tokens (PPO's token-level advantages and returns)."""
+    model_tokens = batch["completion_mask"] * batch["tool_mask"]
+    rows = zip(batch[key], model_tokens, strict=True)
+    return [[float(v) for v, m in zip(row, mask, strict=True) if m > 0] for row, mask in rows]
+
+
 def probe(trainer: AgentGRPOTrainer, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Play ``rows``, perturb the weights, compute the loss and its (all-reduced) gradient, step the hooks."""
     model = trainer.accelerator.unwrap_model(trainer.model)
@@ -106,13 +119,18 @@ def probe(trainer: AgentGRPOTrainer, rows: list[dict[str, Any]]) -> dict[str, An
     step, _ = trainer.rl_step()
     for hook in trainer.loss_hooks:
         hook.end_step(step)
-    return {
+    found = {
         "episodes": episodes,
         "advantages": per_turn_advantages(batch),
         "loss": float(loss.detach()),
         "grads": grads,
-        "epo_history": next(h.state_dict() for h in trainer.loss_hooks if h.name == "epo"),
+        "epo_history": next((h.state_dict() for h in trainer.loss_hooks if h.name == "epo"), None),
+        "turn_entropy": {k: v[-1] for k, v in trainer._metrics["train"].items() if k.startswith("entropy/turn_")},
     }
+    if "returns" in batch:  # PPO: the critic's GAE targets and the whitened token advantages
+        found["token_advantages"] = model_token_values(batch, "advantages")
+        found["returns"] = model_token_values(batch, "returns")
+    return found
 
 
 def snapshot(trainer: AgentGRPOTrainer) -> dict[str, Any]:
@@ -169,11 +187,19 @@ def main() -> None:
     aepo.train()
     rows = probe_rows(aepo, 2, world)
     record["aepo"] = {"before": snapshot(aepo), "rows": rows, **probe(aepo, rows[rank * 2 : (rank + 1) * 2])}
+
+    # 4. PPO: one step, then a probe with the split group
+    ppo = make_trainer(options.model, out / "ppo", letters=True, cls=AgentPPOTrainer, **PPO_SETTINGS)
+    ppo.train()
+    rows = probe_rows(ppo, PER_DEVICE, world)
+    mine = rows[rank * PER_DEVICE : (rank + 1) * PER_DEVICE]
+    record["ppo"] = {"before": snapshot(ppo), "rows": rows, **probe(ppo, mine)}
     torch.save(record, out / f"rank{rank}.pt")
 
 
-class ReplayTrainer(AgentGRPOTrainer):
-    """One process replaying recorded episodes instead of playing (the reference of the two-process run)."""
+class Replaying:
+    """Replays recorded episodes instead of playing them (mixed into a trainer: the reference of the two-process
+    run)."""
 
     replay: list[Any] = []
 
@@ -182,13 +208,26 @@ class ReplayTrainer(AgentGRPOTrainer):
         return list(self.replay), RolloutStats()
 
 
-def replay_probe(model_dir: str, out: Path, recorded: dict[str, Any], episodes: list[Any], **overrides: Any):
+class ReplayTrainer(Replaying, AgentGRPOTrainer):
+    """One GRPO process replaying recorded episodes."""
+
+
+class ReplayPPOTrainer(Replaying, AgentPPOTrainer):
+    """One PPO process replaying recorded episodes."""
+
+
+def replay_probe(
+    model_dir: str,
+    out: Path,
+    recorded: dict[str, Any],
+    episodes: list[Any],
+    cls: type[AgentGRPOTrainer] = ReplayTrainer,
+    **overrides: Any,
+):
     """The probe of ``recorded`` in one process holding the global batch (``episodes`` of every process)."""
     before = recorded["before"]
     per_device = len(recorded["rows"])
-    trainer = make_trainer(
-        model_dir, out, letters=True, cls=ReplayTrainer, per_device_train_batch_size=per_device, **overrides
-    )
+    trainer = make_trainer(model_dir, out, letters=True, cls=cls, per_device_train_batch_size=per_device, **overrides)
     trainer.replay = episodes
     trainer.accelerator.unwrap_model(trainer.model).load_state_dict(before["weights"])
     for hook in trainer.loss_hooks:

@@ -19,7 +19,7 @@ from trl_plugins.models import tiny_model, tiny_tokenizer
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
 
-from distributed_check import replay_probe, seeds_of  # noqa: E402
+from distributed_check import PPO_SETTINGS, ReplayPPOTrainer, replay_probe, seeds_of  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +100,36 @@ def test_two_processes_give_the_advantages_loss_and_gradients_of_one(two_process
         torch.testing.assert_close(parts[0]["grads"][key], parts[1]["grads"][key])
         # float32 sums in another order (and DDP's fused LM head path): relative to the tensor's largest entry
         torch.testing.assert_close(parts[0]["grads"][key], grad, rtol=1e-3, atol=1e-4 * float(grad.abs().max()) + 1e-8)
+    # The logged entropy of each turn: over both processes' tokens.
+    assert parts[0]["turn_entropy"] == parts[1]["turn_entropy"]
+    assert parts[0]["turn_entropy"] == pytest.approx(one["turn_entropy"], rel=1e-4)
+    assert len(one["turn_entropy"]) > 1
     # EPO's history: the step's mean entropy over both processes' tokens.
     assert parts[0]["epo_history"] == parts[1]["epo_history"]
     history = parts[0]["epo_history"]["history"]
     assert history["count"] == one["epo_history"]["history"]["count"]
     assert history["total"] == pytest.approx(one["epo_history"]["history"]["total"], rel=1e-5)
+
+
+def test_two_ppo_processes_whiten_and_average_the_value_loss_over_the_global_batch(two_process_run, tmp_path):
+    model_dir, _, records = two_process_run
+    parts = [r["ppo"] for r in records]
+    episodes = [ep for p in parts for ep in p["episodes"]]
+    one = replay_probe(str(model_dir), tmp_path, parts[0], episodes, cls=ReplayPPOTrainer, **PPO_SETTINGS)
+
+    # GAE runs along each episode; the whitening is over both processes' tokens, so each process's advantages are
+    # its slice of the one-process batch's (whitened alone, a process's own tokens would have mean 0 and std 1).
+    assert parts[0]["returns"] + parts[1]["returns"] == pytest.approx(one["returns"], rel=1e-4, abs=1e-5)
+    two = parts[0]["token_advantages"] + parts[1]["token_advantages"]
+    assert [len(a) for a in two] == [len(a) for a in one["token_advantages"]]
+    assert sum(two, []) == pytest.approx(sum(one["token_advantages"], []), rel=1e-4, abs=1e-4)
+    own = torch.tensor(sum(parts[0]["token_advantages"], []))
+    assert abs(float(own.mean())) > 1e-3 or abs(float(own.std()) - 1) > 1e-3, "the probe should not whiten per process"
+    # Policy + value loss: the processes' shares average to the one-process loss; the all-reduced gradients (the
+    # value head's included) are one process's.
+    assert (parts[0]["loss"] + parts[1]["loss"]) / 2 == pytest.approx(one["loss"], rel=1e-4, abs=1e-6)
+    assert any("agentgym_value_head" in key for key in one["grads"])
+    assert parts[0]["grads"].keys() == one["grads"].keys()
+    for key, grad in one["grads"].items():
+        torch.testing.assert_close(parts[0]["grads"][key], parts[1]["grads"][key])
+        torch.testing.assert_close(parts[0]["grads"][key], grad, rtol=1e-3, atol=1e-4 * float(grad.abs().max()) + 1e-8)

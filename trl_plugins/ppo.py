@@ -26,6 +26,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from trl_plugins.distributed import Ranks
 from trl_plugins.errors import LossHookConfigError
 from trl_plugins.hooks.reductions import clip_regions, masked_mean, masked_whiten
 
@@ -262,13 +263,15 @@ def compute_advantages(
     turn_ids: torch.Tensor,
     mask: torch.Tensor,
     config: CriticConfig | None = None,
+    ranks: Ranks | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """PPO advantages and value targets per token, at the configured level.
 
     * token level: rewards on each turn's last token, GAE over model tokens;
     * turn level: GAE over turns with :func:`turn_values`, advantages and returns broadcast to the turn's tokens.
 
-    Advantages are whitened over valid tokens when ``config.whiten``.
+    Advantages are whitened over valid tokens when ``config.whiten``: over every process's tokens with ``ranks``
+    (GAE runs along each episode and needs no other process).
 
     Example:
         >>> adv, ret = compute_advantages(torch.zeros(1, 3), torch.tensor([[1.0]]), torch.zeros(1, 3, dtype=torch.long),
@@ -289,7 +292,7 @@ def compute_advantages(
         t_adv, t_ret = gae_advantages(rew, tv, present, cfg.gamma, cfg.lam)
         adv, ret = broadcast_turns(t_adv, turn_ids, mask), broadcast_turns(t_ret, turn_ids, mask)
     if cfg.whiten:
-        adv = masked_whiten(adv, mask)
+        adv = masked_whiten(adv, mask, ranks=ranks)
     return adv, ret
 
 
@@ -303,11 +306,14 @@ def clipped_value_loss(
     returns: torch.Tensor,
     mask: torch.Tensor,
     clip: float | None = 0.2,
+    ranks: Ranks | None = None,
 ) -> tuple[torch.Tensor, float]:
     """PPO's clipped value loss ``0.5 * mean(max((V - R)^2, (V_clip - R)^2))`` over valid tokens.
 
     ``V_clip = V_old + clamp(V - V_old, -clip, clip)``.  Returns the loss and the fraction of tokens where the
-    clipped term is the larger one (no gradient there).
+    clipped term is the larger one (no gradient there).  With several processes (``ranks``) the mean is over every
+    process's tokens: the loss is this process's share (:meth:`~trl_plugins.distributed.Ranks.mean_share`, whose
+    average over the processes is the global mean) and the fraction is global.
 
     Example:
         >>> v = torch.tensor([1.0], requires_grad=True)
@@ -315,13 +321,16 @@ def clipped_value_loss(
         >>> float(loss.detach()), frac
         (0.5, 0.0)
     """
+    ranks = ranks or Ranks()
     err = (values - returns) ** 2
-    if clip is None:
-        return 0.5 * masked_mean(err, mask), 0.0
-    v_clip = old_values + (values - old_values).clamp(-clip, clip)
-    err_clip = (v_clip - returns) ** 2
-    loss = 0.5 * masked_mean(torch.maximum(err, err_clip), mask)
-    frac = float(masked_mean((err_clip > err).float(), mask))
+    if clip is not None:
+        v_clip = old_values + (values - old_values).clamp(-clip, clip)
+        err_clip = (v_clip - returns) ** 2
+        clipped = err_clip > err
+        err = torch.maximum(err, err_clip)
+    m = mask.to(err.dtype)
+    loss = 0.5 * ranks.mean_share((torch.where(mask.bool(), err, torch.zeros_like(err)) * m).sum(), m.sum())
+    frac = 0.0 if clip is None else float(masked_mean(clipped.float(), mask, ranks.sum))
     return loss, frac
 
 

@@ -140,7 +140,10 @@ class AgentPPOTrainer(AgentGRPOTrainer):
         rewards = torch.zeros(len(episodes), n_turns, device=input_ids.device)
         for i, ep in enumerate(episodes):
             rewards[i, : len(ep.turns)] = torch.tensor(ep.step_rewards, dtype=torch.float32)
-        advantages, returns = compute_advantages(old_values, rewards, batch["turn_ids"], mask, self.args.ppo)
+        # Whitening is over every process's tokens (GAE itself runs along each episode, in its process).
+        advantages, returns = compute_advantages(
+            old_values, rewards, batch["turn_ids"], mask, self.args.ppo, ranks=self.ranks
+        )
         return old_values, advantages, returns
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -167,11 +170,13 @@ class AgentPPOTrainer(AgentGRPOTrainer):
         accumulation = self._accumulation_steps() if mode == "train" else 1
         mask = model_inputs(inputs)[3]
         values = scores["values"]
+        ranks = self.ranks
+        # This process's share of the mean over every process's tokens (data-parallel averaging makes it global).
         value_loss, value_clip = clipped_value_loss(
-            values, inputs["old_values"], inputs["returns"], mask, self.args.ppo.value_clip
+            values, inputs["old_values"], inputs["returns"], mask, self.args.ppo.value_clip, ranks=ranks
         )
         metrics = self._metrics[mode]
-        metrics["value_loss"].append(float(value_loss.detach()))
+        metrics["value_loss"].append(float(ranks.sum(value_loss) / ranks.num_processes))
         metrics["value_clip_fraction"].append(value_clip)
-        metrics["value_mean"].append(float(masked_mean(values.detach(), mask)))
+        metrics["value_mean"].append(float(masked_mean(values.detach().float(), mask, ranks.sum)))
         return loss + self.args.ppo.vf_coef * value_loss / accumulation

@@ -82,7 +82,6 @@ from trl_plugins.hooks import (
     load_hooks_state,
     save_hooks_state,
 )
-from trl_plugins.hooks.reductions import masked_mean
 from trl_plugins.options import check_prompt_budget, check_trl_options
 from trl_plugins.run_log import MetricsLogCallback
 from trl_plugins.scoring import token_logps_and_entropy
@@ -560,8 +559,10 @@ class AgentGRPOTrainer(HeldOutEvaluation, GenerationMixin, GRPOTrainer):
         accumulation = self._accumulation_steps() if mode == "train" else 1
         policy_scale = 1 if self.loss_type in UNSCALED_LOSS_TYPES else accumulation
         loss = terms.policy_loss / policy_scale + terms.extra_loss / accumulation
-        if self.entropy_coef:
-            loss = loss - self.entropy_coef * masked_mean(entropy, mask) / accumulation
+        if self.entropy_coef:  # the bonus is the mean entropy of every process's tokens (this process's share)
+            m = mask.to(entropy.dtype)
+            mean_entropy = ctx.ranks.mean_share((torch.where(mask.bool(), entropy, 0.0) * m).sum(), m.sum())
+            loss = loss - self.entropy_coef * mean_entropy / accumulation
         logged.loss_metrics(
             self._metrics[mode], self.accelerator, ctx, terms.policy_loss.detach(), entropy, terms.ratio,
             (self.epsilon_low, self.epsilon_high),

@@ -56,22 +56,34 @@ def masked_mean(
     return total / count.clamp(min=1.0)
 
 
-def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
+def masked_whiten(
+    x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, ranks: Ranks | None = None
+) -> torch.Tensor:
     """Standardise ``x`` over valid positions (unbiased std, 0 outside ``mask``).
+
+    With several processes (``ranks``) the mean and std are over the valid positions of every process (PPO's
+    advantage whitening over the global batch); each process whitens its own positions with them.  The statistics
+    carry no gradient.
 
     Example:
         >>> masked_whiten(torch.tensor([1.0, 3.0, 9.0]), torch.tensor([1, 1, 0]))
         tensor([-0.7071,  0.7071,  0.0000])
     """
     valid = mask.bool()
-    vals = x[valid]
-    if vals.numel() < 2:
-        return torch.where(valid, x - vals.mean() if shift_mean and vals.numel() else x, torch.zeros_like(x))
-    mean, var = vals.mean(), vals.var(unbiased=True)
+    zeros = torch.zeros_like(x)
+    ranks = ranks or Ranks()
+    # float64 sums: a bf16 count is exact only up to 256
+    count_and_total = ranks.sum(torch.stack([valid.sum().double(), torch.where(valid, x, zeros).double().sum()]))
+    count = int(count_and_total[0])
+    mean = (count_and_total[1] / max(count, 1)).to(x.dtype)
+    if count < 2:  # nothing to scale by: only centred
+        return torch.where(valid, x - mean if shift_mean else x, zeros)
+    # Two passes (the mean, then the squared deviations from it), as torch.var, rather than E[x^2] - E[x]^2.
+    var = (ranks.sum(torch.where(valid, (x - mean) ** 2, zeros).double().sum()) / (count - 1)).to(x.dtype)
     out = (x - mean) * torch.rsqrt(var + 1e-8)
     if not shift_mean:
         out = out + mean
-    return torch.where(valid, out, torch.zeros_like(out))
+    return torch.where(valid, out, zeros)
 
 
 def turn_token_mean(

@@ -119,7 +119,8 @@ def test_two_ppo_processes_whiten_and_average_the_value_loss_over_the_global_bat
 
     # GAE runs along each episode; the whitening is over both processes' tokens, so each process's advantages are
     # its slice of the one-process batch's (whitened alone, a process's own tokens would have mean 0 and std 1).
-    assert parts[0]["returns"] + parts[1]["returns"] == pytest.approx(one["returns"], rel=1e-4, abs=1e-5)
+    returns = [x for part in parts for row in part["returns"] for x in row]
+    assert returns == pytest.approx([x for row in one["returns"] for x in row], rel=1e-4, abs=1e-5)
     two = parts[0]["token_advantages"] + parts[1]["token_advantages"]
     assert [len(a) for a in two] == [len(a) for a in one["token_advantages"]]
     assert sum(two, []) == pytest.approx(sum(one["token_advantages"], []), rel=1e-4, abs=1e-4)

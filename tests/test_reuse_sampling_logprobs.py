@@ -166,11 +166,17 @@ def test_vllm_on_policy_computes_the_correction_in_the_loss_forward(tok, tmp_pat
     tok.save_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     args = make_args(
-        tmp_path, use_vllm=True, vllm_mode="colocate", max_turns=2, max_new_tokens_per_turn=4,
-        vllm_importance_sampling_mode="token_truncate", vllm_importance_sampling_clip_max=3.0,
+        tmp_path,
+        use_vllm=True,
+        vllm_mode="colocate",
+        max_turns=2,
+        max_new_tokens_per_turn=4,
+        vllm_importance_sampling_mode="token_truncate",
+        vllm_importance_sampling_clip_max=3.0,
     )
-    trainer = trainer_for(AutoTokenizer.from_pretrained(folder), args, model=model,
-                          env=lambda: letter_env(target=2, max_steps=3))
+    trainer = trainer_for(
+        AutoTokenizer.from_pretrained(folder), args, model=model, env=lambda: letter_env(target=2, max_steps=3)
+    )
     try:
         calls = backbone_forwards(trainer)
         folded = generation_batch(trainer)
@@ -178,8 +184,9 @@ def test_vllm_on_policy_computes_the_correction_in_the_loss_forward(tok, tmp_pat
         assert "old_per_token_logps" not in folded and "importance_sampling_ratio" not in folded
         separate = dict(folded)
         separate["old_per_token_logps"] = fresh_old_logps(trainer, folded)
-        separate["importance_sampling_ratio"] = trainer._correct_sampling(separate, separate["old_per_token_logps"],
-                                                                          "train")
+        separate["importance_sampling_ratio"] = trainer._correct_sampling(
+            separate, separate["old_per_token_logps"], "train"
+        )
         loss_a, grads_a = loss_and_grads(trainer, folded)
         loss_b, grads_b = loss_and_grads(trainer, separate)
     finally:

@@ -332,6 +332,7 @@ def summary(rollouts: list[dict[str, Any]], timer: Any, opts: argparse.Namespace
         "step_time_s": median([wall for wall, _ in cycles]),
         "step_times_s": [wall for wall, _ in cycles],
         "cpu_share": median([cpu / wall for wall, cpu in cycles if wall]),
+        "step_cpu_s": median([cpu for _, cpu in cycles]),
         "measured_steps": len(cycles),
         "turns_per_step": [sum(e["replies"] for e in r["episodes"]) for r in measured],
         "tokens_per_step": [r["tokens"] for r in measured],
@@ -649,7 +650,8 @@ def report(results: list[dict[str, Any]], opts: argparse.Namespace, device_name:
     for slow, fast in pairs:
         if slow in ok and fast in ok:
             a, b = ok[slow], ok[fast]
-            print(f"{slow} / {fast}: step time {a['step_time_s'] / b['step_time_s']:.2f}x, rollout+scoring "
+            print(f"{slow} / {fast}: step time {a['step_time_s'] / b['step_time_s']:.2f}x (CPU s "
+                  f"{a['step_cpu_s'] / b['step_cpu_s']:.2f}x), rollout+scoring "
                   f"{a['batch_seconds'] / b['batch_seconds']:.2f}x, rollout tokens/s {fast} / {slow} "
                   f"{b['rollout_tokens_per_s'] / a['rollout_tokens_per_s']:.2f}x, peak memory "
                   f"{a['peak_memory_mib'] / b['peak_memory_mib']:.2f}x")

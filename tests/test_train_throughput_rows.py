@@ -49,6 +49,7 @@ def test_ours_and_trl_rows_time_the_same_turns_and_tokens(tiny_folder, tmp_path)
         assert row["turns_per_step"] == [4 * 2] * 3  # 4 episodes x 2 replies in every measured step
         assert row["tokens_per_step"] == [4 * 2 * 63] * 3
         assert 0 < row["cpu_share"] <= 2.5 and len(row["load_start"]) == len(row["load_end"]) == 3
+        assert 0 < row["step_cpu_s"]
         assert row["batch_seconds"] >= row["rollout_seconds"] > 0  # rollout-and-scoring holds the rollout
         assert min(row["step_times_s"]) <= row["step_time_s"] <= max(row["step_times_s"])  # a median
     assert "same work (replies and model tokens of every measured step and episode) as the first row: ours yes, trl yes" in result.stdout

@@ -32,10 +32,22 @@ Fairness (what the rows share, checked and printed):
   TRL's episodes are not cut; TRL's ``max_tool_calling_iterations`` is ``max_turns - 1`` (its first reply comes
   before the loop), so both sides generate ``max_turns`` replies (TRL steps the environment once less: the
   tool call of its last reply is not executed);
-* the same timer scope: rollout time = environment resets + generation + environment steps (+ each path's own
+* the same timer scopes: rollout time = environment resets + generation + environment steps (+ each path's own
   tokenisation and parsing) -- ours: the engine's ``RolloutStats.seconds``; TRL: the resets (timed inside the
-  environment) plus ``GRPOTrainer._generate``.  Step time is the trainer step (rollout, log-probs, loss,
-  optimizer) timed by a callback on both.  The first step of each row is a warm-up and is not measured.
+  environment) plus ``GRPOTrainer._generate``.  Rollout+scoring = the whole ``_generate_and_score_completions``
+  on every row (for ``ours-vllm`` that includes the weight push and the trainer's own log-prob forwards, which
+  the engine-only rollout time leaves out).  Step time is the RL step (``--num-iterations`` optimizer steps:
+  rollout, log-probs, loss, optimizer) timed by a callback on both;
+* medians, load and CPU share: the first RL step of each row is a warm-up; the figures are medians over the
+  ``--steps`` (default 3) measured ones; each row records the 1/5/15-minute load average at its start and end
+  and its CPU share (CPU seconds of the row's process, all threads, over wall seconds of the measured steps);
+  rows run one after another, so on a shared machine compare ratios from one run;
+* the same work, checked: the replies and model tokens of every measured step and of every episode are compared
+  with the first row's (``same work`` line, ``same_work`` in the JSON);
+* ``ours-noreuse`` / ``ours-vllm-noreuse``: the same trainer with ``reuse_sampling_logprobs=False`` (a no-grad
+  old-log-prob forward wherever TRL runs one), to measure that saving alone; ``--num-iterations 2`` (off-policy:
+  the transformers sampler's log-probs stand in for that forward), ``--loss-hooks erc`` (old entropies) and
+  ``--beta`` select the forwards in play.
 
 What still differs (printed): TRL prefills the whole conversation with ``generate`` on every turn (no cache
 across turns), renders each tool result with the chat template (two ``apply_chat_template`` calls per call)
@@ -47,6 +59,7 @@ Usage::
 
     .venv/bin/python benchmarks/train_throughput.py                      # CUDA if available, else CPU
     .venv/bin/python benchmarks/train_throughput.py --quick              # 4 episodes x 3 turns x 32 tokens
+    .venv/bin/python benchmarks/train_throughput.py --quick --rows ours,ours-noreuse --num-iterations 2
     .venv/bin/python benchmarks/train_throughput.py --quick --vllm-python /tmp/venv-vllm/bin/python
     .venv/bin/python benchmarks/train_throughput.py --json results/train_throughput.json
 """
@@ -59,6 +72,7 @@ import importlib.util
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -72,12 +86,14 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 #: The command every reply is forced to (``--reply forced``): valid in every text game, never ends an episode.
 FORCED_COMMAND = "look"
-ROWS = ("ours", "ours-fresh", "trl", "ours-vllm")
+ROWS = ("ours", "ours-noreuse", "ours-fresh", "trl", "ours-vllm", "ours-vllm-noreuse")
 DESCRIPTIONS = {
     "ours": "agentgym AgentGRPOTrainer (transformers, KV cache carried)",
+    "ours-noreuse": "agentgym AgentGRPOTrainer (transformers, reuse_sampling_logprobs=False)",
     "ours-fresh": "agentgym AgentGRPOTrainer (transformers, fresh prefill)",
     "trl": "TRL GRPOTrainer + environment_factory",
     "ours-vllm": "agentgym AgentGRPOTrainer (vLLM colocate)",
+    "ours-vllm-noreuse": "agentgym AgentGRPOTrainer (vLLM colocate, reuse_sampling_logprobs=False)",
 }
 
 
@@ -237,14 +253,15 @@ def common_config(opts: argparse.Namespace, output_dir: str) -> dict[str, Any]:
         output_dir=output_dir,
         per_device_train_batch_size=opts.episodes,
         num_generations=opts.num_generations,
-        max_steps=opts.steps + 1,
+        max_steps=(opts.steps + 1) * opts.num_iterations,
         learning_rate=1e-6,
         logging_steps=1,
         report_to="none",
         save_strategy="no",
         gradient_checkpointing=opts.gradient_checkpointing,
         loss_type="grpo",
-        beta=0.0,
+        beta=opts.beta,
+        num_iterations=opts.num_iterations,
         temperature=1.0,
         bf16=opts.device == "cuda",
         use_cpu=opts.device == "cpu",
@@ -253,36 +270,74 @@ def common_config(opts: argparse.Namespace, output_dir: str) -> dict[str, Any]:
     )
 
 
+def cpu_seconds() -> float:
+    """CPU seconds of this process (every thread) and its waited-for children."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def step_timer() -> Any:
-    """A callback that records each trainer step's wall time."""
+    """A callback that records each trainer step's wall time and CPU seconds."""
     from transformers import TrainerCallback
 
     class StepTimer(TrainerCallback):
         def __init__(self) -> None:
             self.seconds: list[float] = []
-            self._start = 0.0
+            self.cpu: list[float] = []
+            self._start = self._cpu = 0.0
 
         def on_step_begin(self, args, state, control, **kwargs):
-            self._start = time.perf_counter()
+            self._start, self._cpu = time.perf_counter(), cpu_seconds()
 
         def on_step_end(self, args, state, control, **kwargs):
             self.seconds.append(time.perf_counter() - self._start)
+            self.cpu.append(cpu_seconds() - self._cpu)
 
     return StepTimer()
 
 
-def summary(rollouts: list[dict[str, Any]], steps: list[float], opts: argparse.Namespace) -> dict[str, Any]:
-    """Mean figures over the measured steps (the first, a warm-up, is dropped) and the last step's episodes."""
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def timed_batch(method: Any, rollouts: list[dict[str, Any]]) -> Any:
+    """``method`` (a trainer's ``_generate_and_score_completions``) timed whole: rollout, weight push, scoring
+    forwards; the wall seconds go into the rollout record the call appended."""
+
+    def timed(inputs: Any) -> Any:
+        start = time.perf_counter()
+        out = method(inputs)
+        rollouts[-1]["batch_seconds"] = time.perf_counter() - start
+        return out
+
+    return timed
+
+
+def summary(rollouts: list[dict[str, Any]], timer: Any, opts: argparse.Namespace, load_start: tuple) -> dict[str, Any]:
+    """Medians over the measured RL steps (the first, a warm-up, is dropped) and the last step's episodes.
+
+    An RL step is one generation batch: ``num_iterations`` optimizer steps.
+    """
+    n = opts.num_iterations
+    cycles = [(sum(timer.seconds[i : i + n]), sum(timer.cpu[i : i + n])) for i in range(0, len(timer.seconds), n)]
+    cycles = cycles[1:] if len(cycles) > 1 else cycles
     measured = rollouts[1:] or rollouts
-    tokens = sum(r["tokens"] for r in measured)
-    seconds = sum(r["seconds"] for r in measured)
     last = rollouts[-1]
-    timed = steps[1:] or steps
     return {
         **{k: last[k] for k in ("prefilled_tokens", "reused_tokens", "shared_tokens", "generate_seconds") if k in last},
-        "rollout_tokens_per_s": tokens / seconds if seconds else None,
-        "rollout_seconds": seconds / len(measured),
-        "step_time_s": sum(timed) / len(timed) if timed else None,
+        "rollout_tokens_per_s": median([r["tokens"] / r["seconds"] for r in measured if r["seconds"]]),
+        "rollout_seconds": median([r["seconds"] for r in measured]),
+        "batch_seconds": median([r["batch_seconds"] for r in measured if "batch_seconds" in r]),
+        "batch_tokens_per_s": median([r["tokens"] / r["batch_seconds"] for r in measured if r.get("batch_seconds")]),
+        "step_time_s": median([wall for wall, _ in cycles]),
+        "step_times_s": [wall for wall, _ in cycles],
+        "cpu_share": median([cpu / wall for wall, cpu in cycles if wall]),
+        "step_cpu_s": median([cpu for _, cpu in cycles]),
+        "measured_steps": len(cycles),
+        "turns_per_step": [sum(e["replies"] for e in r["episodes"]) for r in measured],
+        "tokens_per_step": [r["tokens"] for r in measured],
+        "load_start": load_start,
+        "load_end": os.getloadavg(),
         "peak_memory_mib": peak_memory_mib(opts.device),
         "episodes": last["episodes"],
         "prompt_hash": last["prompt_hash"],
@@ -290,7 +345,7 @@ def summary(rollouts: list[dict[str, Any]], steps: list[float], opts: argparse.N
 
 
 # ---- the rows --------------------------------------------------------------------------------------
-def run_ours(opts: argparse.Namespace, carry: bool, vllm: bool = False) -> dict[str, Any]:
+def run_ours(opts: argparse.Namespace, carry: bool, vllm: bool = False, reuse: bool = True) -> dict[str, Any]:
     from trl_plugins.config import AgentGRPOConfig
     from trl_plugins.trainer import AgentGRPOTrainer
 
@@ -323,6 +378,8 @@ def run_ours(opts: argparse.Namespace, carry: bool, vllm: bool = False) -> dict[
         chat_template_kwargs={"tools": tool_schemas(opts)},
         # TRL's top_k=0 means "off"; the engine's SamplingSettings spells that None (and rejects 0)
         top_k=None,
+        reuse_sampling_logprobs=reuse,
+        loss_hooks=list(opts.loss_hooks),
         **vllm_settings,
     )
     trainer = Trainer(model, args=args, processing_class=tok)
@@ -366,12 +423,13 @@ def run_ours(opts: argparse.Namespace, carry: bool, vllm: bool = False) -> dict[
         )
         return out
 
-    trainer._generate_and_score_completions = recorded
+    trainer._generate_and_score_completions = timed_batch(recorded, rollouts)
     timer = step_timer()
     trainer.add_callback(timer)
+    load_start = os.getloadavg()
     trainer.train()
     trainer.close_envs()
-    return summary(rollouts, timer.seconds, opts)
+    return summary(rollouts, timer, opts, load_start)
 
 
 def run_trl(opts: argparse.Namespace) -> dict[str, Any]:
@@ -439,12 +497,13 @@ def run_trl(opts: argparse.Namespace) -> dict[str, Any]:
         )
         return out
 
-    trainer._generate_and_score_completions = scored
+    trainer._generate_and_score_completions = timed_batch(scored, rollouts)
     trainer._generate = generate
     timer = step_timer()
     trainer.add_callback(timer)
+    load_start = os.getloadavg()
     trainer.train()
-    return summary(rollouts, timer.seconds, opts)
+    return summary(rollouts, timer, opts, load_start)
 
 
 def _forced_logits_processor() -> type:
@@ -492,14 +551,12 @@ def child(opts: argparse.Namespace) -> int:
     torch.manual_seed(0)
     start = time.perf_counter()
     try:
-        if opts.child == "ours":
-            result = run_ours(opts, carry=True)
-        elif opts.child == "ours-fresh":
-            result = run_ours(opts, carry=False)
-        elif opts.child == "trl":
+        if opts.child == "trl":
             result = run_trl(opts)
         else:
-            result = run_ours(opts, carry=True, vllm=True)
+            result = run_ours(
+                opts, carry=opts.child != "ours-fresh", vllm="vllm" in opts.child, reuse="noreuse" not in opts.child
+            )
         result["threads"] = torch.get_num_threads()
     except Exception as exc:  # noqa: BLE001 - one row's failure is reported, the others still run
         import traceback
@@ -521,7 +578,7 @@ def has_vllm(python: str) -> bool:
 
 
 def run_row(name: str, opts: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
-    python = opts.vllm_python if name == "ours-vllm" else sys.executable
+    python = opts.vllm_python if "vllm" in name else sys.executable
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "row.json"
         command = [python, str(Path(__file__).resolve()), *argv, "--device", opts.device, "--child", name, "--out", str(out)]
@@ -534,60 +591,89 @@ def run_row(name: str, opts: argparse.Namespace, argv: list[str]) -> dict[str, A
         return {"row": name, "trainer": DESCRIPTIONS[name], "error": f"the row's process exited with {process.returncode}"}
 
 
+def same_work(results: list[dict[str, Any]]) -> dict[str, bool]:
+    """Per row: whether it played the first row's work, the same replies (turns) and model tokens in every
+    measured step and in every episode of the last one.
+
+    Example:
+        >>> row = {"turns_per_step": [6], "tokens_per_step": [90], "episodes": [{"replies": 3, "model_tokens": 45}] * 2}
+        >>> same_work([{**row, "row": "ours"}, {**row, "row": "trl"}])
+        {'ours': True, 'trl': True}
+    """
+    ok = [r for r in results if "error" not in r]
+    if not ok:
+        return {}
+
+    def work(r: dict[str, Any]) -> tuple:
+        return (r["turns_per_step"], r["tokens_per_step"], [(e["replies"], e["model_tokens"]) for e in r["episodes"]])
+
+    first = work(ok[0])
+    return {r["row"]: work(r) == first for r in ok}
+
+
 def report(results: list[dict[str, Any]], opts: argparse.Namespace, device_name: str) -> None:
     print(f"\nmodel {opts.model}, env {opts.env} (hermes tool calls), {opts.episodes} episodes/step, "
           f"G={opts.num_generations}, {opts.max_turns} turns x <= {opts.max_new_tokens} new tokens, replies "
-          f"{opts.reply}{' (' + FORCED_COMMAND + ')' if opts.reply == 'forced' else ''}, {opts.steps} measured step(s) "
-          f"after 1 warm-up, device {device_name}, torch threads per process {opts.threads}\n")
-    print("| row | rollout tokens/s | rollout s/step | step time (s) | peak memory (MiB) | replies/episode | "
-          "model tokens/episode | prompt (tokens, hash) | threads |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          f"{opts.reply}{' (' + FORCED_COMMAND + ')' if opts.reply == 'forced' else ''}, beta {opts.beta}, "
+          f"num_iterations {opts.num_iterations}, loss hooks (ours) {list(opts.loss_hooks) or 'none'}; medians of "
+          f"{opts.steps} measured RL step(s) after 1 warm-up, device {device_name}, torch threads per process "
+          f"{opts.threads}, rows run one after another\n")
+    print("| row | rollout tokens/s | rollout s | rollout+scoring s | step time (s) | CPU share | load 1-min start/end "
+          "| peak memory (MiB) | replies/episode | model tokens/episode | prompt (tokens, hash) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
     for r in results:
         if "error" in r:
-            print(f"| {r['trainer']} | error: {r['error'][:100]} | | | | | | | |")
+            print(f"| {r['trainer']} | error: {r['error'][:100]} | | | | | | | | | |")
             continue
         eps = r["episodes"]
         replies = "/".join(str(e["replies"]) for e in eps)
         tokens = "/".join(str(e["model_tokens"]) for e in eps)
         print(f"| {r['trainer']} | {fmt(r['rollout_tokens_per_s'], '.1f')} | {fmt(r['rollout_seconds'], '.2f')} | "
-              f"{fmt(r['step_time_s'], '.2f')} | {fmt(r['peak_memory_mib'], '.0f')} | {replies} | {tokens} | "
-              f"{eps[0]['prompt_tokens']}, {r['prompt_hash']} | {r.get('threads')} |")
+              f"{fmt(r['batch_seconds'], '.2f')} | {fmt(r['step_time_s'], '.2f')} | {fmt(r['cpu_share'], '.0%')} | "
+              f"{r['load_start'][0]:.1f}/{r['load_end'][0]:.1f} | {fmt(r['peak_memory_mib'], '.0f')} | {replies} | "
+              f"{tokens} | {eps[0]['prompt_tokens']}, {r['prompt_hash']} |")
     print("\nper episode (last measured step): task, seed, replies, env steps, model tokens, completion tokens "
           "(model + environment)")
     for r in results:
         if "error" not in r:
             cells = "; ".join(f"{e['task']}/{e['seed']}: {e['replies']}r {e['env_steps']}s {e['model_tokens']}m "
                               f"{e['completion_tokens']}c" for e in r["episodes"])
-            print(f"  {r['row']}: {cells}")
+            print(f"  {r['row']}: {cells}; step times {', '.join(f'{t:.1f}' for t in r['step_times_s'])} s")
     for r in results:
         if "prefilled_tokens" in r:
             print(f"  {r['row']}: last step prefilled {r['prefilled_tokens']} tokens, reused {r['reused_tokens']} from "
                   f"carried caches, {r['shared_tokens']} shared within a batch; generation {r['generate_seconds']:.2f}s")
-    ok = {r["row"]: r for r in results if "error" not in r and r.get("rollout_tokens_per_s")}
-    if "trl" in ok:
-        for name, r in ok.items():
-            if name != "trl":
-                ratio = r["rollout_tokens_per_s"] / ok["trl"]["rollout_tokens_per_s"]
-                line = f"rollout tokens/s {name} / trl: {ratio:.2f}x"
-                if r.get("step_time_s") and ok["trl"].get("step_time_s"):
-                    line += f"; step time trl / {name}: {ok['trl']['step_time_s'] / r['step_time_s']:.2f}x"
-                    line += f"; peak memory trl / {name}: {ok['trl']['peak_memory_mib'] / r['peak_memory_mib']:.2f}x"
-                print(line)
+    ok = {r["row"]: r for r in results if "error" not in r and r.get("step_time_s")}
+    pairs = [("trl", "ours"), ("trl", "ours-vllm"), ("ours", "ours-vllm"), ("ours-noreuse", "ours"),
+             ("ours-vllm-noreuse", "ours-vllm"), ("trl", "ours-noreuse"), ("ours", "ours-fresh")]
+    for slow, fast in pairs:
+        if slow in ok and fast in ok:
+            a, b = ok[slow], ok[fast]
+            print(f"{slow} / {fast}: step time {a['step_time_s'] / b['step_time_s']:.2f}x (CPU s "
+                  f"{a['step_cpu_s'] / b['step_cpu_s']:.2f}x), rollout+scoring "
+                  f"{a['batch_seconds'] / b['batch_seconds']:.2f}x, rollout tokens/s {fast} / {slow} "
+                  f"{b['rollout_tokens_per_s'] / a['rollout_tokens_per_s']:.2f}x, peak memory "
+                  f"{a['peak_memory_mib'] / b['peak_memory_mib']:.2f}x")
     hashes = {r["prompt_hash"] for r in ok.values()}
     print(f"same first prompt on every row: {'yes' if len(hashes) == 1 else 'NO: ' + ', '.join(sorted(hashes))}")
-    played = {name: [(e["task"], e["replies"], e["model_tokens"]) for e in r["episodes"]] for name, r in ok.items()}
-    print(f"same episodes (task, replies, model tokens) on every row: {'yes' if len(set(map(str, played.values()))) <= 1 else 'NO'}")
+    work = ", ".join(f"{name} {'yes' if same else 'NO'}" for name, same in same_work(results).items())
+    print(f"same work (replies and model tokens of every measured step and episode) as the first row: {work}")
     print("\nmatched: model and dtype, chat template (Qwen2.5 tool ChatML), system prompt, act tool schema, user "
           "message, tasks and seeds, episodes/step and G, replies per episode, new tokens per reply, context budget, "
-          "temperature 1, beta 0, learning rate, optimizer, one process and the same torch threads per row, "
-          "rollout timer scope (resets + generation + environment steps).")
+          "temperature 1, beta, num_iterations, learning rate, optimizer, one process and the same torch threads per "
+          "row. Timer scopes: rollout = resets + generation + environment steps; rollout+scoring = the whole "
+          "_generate_and_score_completions (rollout, vLLM weight push, old/reference forwards, advantages); step = "
+          "the RL step (num_iterations optimizer steps) from the trainer's callbacks.")
     print("differs: TRL prefills the whole conversation on every reply (transformers generate, no cache across "
           "turns) and renders/tokenises each tool result through the chat template and parses each reply "
           "(parse_response); ours appends token ids (no re-tokenisation) and carries each episode's KV cache. TRL "
           "frames a tool result as <tool_response> in a user turn and executes max_turns-1 tool calls (its last "
           "reply's call is not run); ours-vllm samples with vLLM (its own kernels, prefix caching) and pushes the "
-          "weights into it after each optimizer step.")
+          "weights into it after each optimizer step. --loss-hooks apply to our rows only. Forced replies: the "
+          "sampler's log-probs are those of the forced logits, so rows that reuse them off-policy (num_iterations "
+          "> 1) time the same work with another loss value. Leaves out: model loading, trainer construction, the "
+          "vLLM engine's start and the warm-up step.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -602,9 +688,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-turns", type=int, default=6, help="model replies per episode")
     parser.add_argument("--max-new-tokens", type=int, default=48, help="new tokens per reply")
     parser.add_argument("--max-context", type=int, default=4096)
-    parser.add_argument("--steps", type=int, default=3, help="measured steps (after one warm-up step)")
+    parser.add_argument("--steps", type=int, default=3, help="measured RL steps (after one warm-up step)")
+    parser.add_argument("--beta", type=float, default=0.0, help="KL coefficient (a reference forward when > 0)")
+    parser.add_argument("--num-iterations", type=int, default=1,
+                        help="optimizer steps per generation batch (> 1: off-policy, an old-log-prob forward)")
+    parser.add_argument("--loss-hooks", nargs="*", default=[], help="loss hooks of our rows, e.g. erc")
     parser.add_argument("--quick", action="store_true",
-                        help="defaults for a CPU: 4 episodes (G=2) x 3 turns x 32 tokens, 2 tasks, 1 measured step "
+                        help="defaults for a CPU: 4 episodes (G=2) x 3 turns x 32 tokens, 2 tasks, 3 measured steps "
                         "(options given explicitly win, e.g. --quick --max-turns 6)")
     parser.add_argument("--reply", choices=["forced", "sampled"], default="forced",
                         help=f"forced: every reply is the same act({FORCED_COMMAND!r}) call; sampled: free sampling")
@@ -619,7 +709,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help=argparse.SUPPRESS)
     opts = parser.parse_args(argv)
     if opts.quick:
-        parser.set_defaults(episodes=4, num_generations=2, max_turns=3, max_new_tokens=32, steps=1,
+        parser.set_defaults(episodes=4, num_generations=2, max_turns=3, max_new_tokens=32, steps=3,
                             seed_range=(30001, 30002))
         opts = parser.parse_args(argv)
     if opts.device is None:
@@ -645,9 +735,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(rows) - set(ROWS)
     if unknown:
         parser.error(f"unknown rows {sorted(unknown)}; choose from {', '.join(ROWS)}")
-    if "ours-vllm" in rows and not has_vllm(opts.vllm_python):
-        print(f"vllm is not importable by {opts.vllm_python}: no ours-vllm row (pass --vllm-python)", flush=True)
-        rows.remove("ours-vllm")
+    vllm_rows = [r for r in rows if "vllm" in r]
+    if vllm_rows and not has_vllm(opts.vllm_python):
+        print(f"vllm is not importable by {opts.vllm_python}: no {', '.join(vllm_rows)} row (pass --vllm-python)",
+              flush=True)
+        rows = [r for r in rows if r not in vllm_rows]
     child_argv = [a for a in argv if a not in ("--with-fresh-prefill",)]
     child_argv = strip_option(child_argv, "--rows", "--json", "--vllm-python", "--device")
     results: list[dict[str, Any]] = []
@@ -659,8 +751,8 @@ def main(argv: list[str] | None = None) -> int:
     report(results, opts, device_name)
     if opts.json:
         opts.json.parent.mkdir(parents=True, exist_ok=True)
-        opts.json.write_text(json.dumps({"options": {k: str(v) for k, v in vars(opts).items()}, "results": results},
-                                        indent=2))
+        opts.json.write_text(json.dumps({"options": {k: str(v) for k, v in vars(opts).items()}, "results": results,
+                                         "same_work": same_work(results)}, indent=2))
     return 0 if all("error" not in r for r in results) else 1
 
 

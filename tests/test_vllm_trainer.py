@@ -97,6 +97,7 @@ def test_a_training_step_pushes_weights_into_vllm_and_corrects_for_its_logprobs(
     args = make_args(
         tmp_path, use_vllm=True, vllm_mode="colocate", learning_rate=3e-2, max_steps=2, max_turns=2,
         vllm_importance_sampling_mode="token_truncate", vllm_importance_sampling_clip_max=3.0,
+        reuse_sampling_logprobs=False,  # the old log-probs in the batch (reused: tests/test_reuse_sampling_logprobs.py)
     )
     assert isinstance(args, AgentGRPOConfig)
     trainer = ProbingTrainer(model, args=args, processing_class=tok, env_factory=lambda: letter_env(target=2, max_steps=3))

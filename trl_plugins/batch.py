@@ -31,6 +31,7 @@ __all__ = [
     "episode_samples",
     "model_inputs",
     "pad_samples",
+    "sampled_in_sample_context",
     "slice_rows",
     "split_batch",
     "turn_logprobs",
@@ -45,6 +46,42 @@ def turn_logprobs(turn: Any) -> list[float] | None:
             "use_vllm needs replies kept as the sampled ids (RolloutConfig.reply='tokens')"
         )
     return turn.logprobs
+
+
+def sampled_in_sample_context(episodes: Sequence[Episode], context_mode: str = "full", reply: str = "tokens") -> bool:
+    """Whether every turn's sampling log-probs were taken in the context its sample gives that turn.
+
+    Then the sampler scored each action token after exactly the tokens the trainer's forward puts before it, so,
+    with the same weights and temperature, its log-probs are the trainer's.  ``"full"``: the engine samples each
+    turn after the prompt and every earlier turn's action and environment tokens, which is the sample; a recorded
+    ``context_ids`` must be that.  ``"stepwise"``: the sample's prompt is the turn's recorded context.  False when
+    replies are re-tokenised text (``reply="text"``: the action ids are not the sampled ids), or a turn has no
+    log-probs (the backend cannot give them) or not one per action id.
+
+    Example:
+        >>> from agentgym_envs.engine import Episode, Turn
+        >>> ep = Episode(group=0, task_id=1, seed=0, prompt_ids=[5], messages=[])
+        >>> ep.turns.append(Turn([7], "go", 0.0, "ok", "s0", env_ids=[9], context_ids=[5], logprobs=[-0.5]))
+        >>> ep.turns.append(Turn([8], "go", 0.0, "ok", "s1", context_ids=[5, 7, 9], logprobs=[-0.1]))
+        >>> sampled_in_sample_context([ep]), sampled_in_sample_context([ep], reply="text")
+        (True, False)
+        >>> ep.turns[1].context_ids = [5, 9]   # not the history the full sample puts before this turn
+        >>> sampled_in_sample_context([ep]), sampled_in_sample_context([ep], "stepwise")
+        (False, True)
+    """
+    if reply != "tokens":
+        return False
+    for episode in episodes:
+        context = list(episode.prompt_ids)
+        for turn in episode.turns:
+            if turn.logprobs is None or len(turn.logprobs) != len(turn.action_ids):
+                return False
+            if context_mode == "stepwise" and turn.context_ids is None:
+                return False
+            if context_mode == "full" and turn.context_ids is not None and turn.context_ids != context:
+                return False
+            context += turn.action_ids + turn.env_ids
+    return True
 
 
 def masked_turns(episode: Episode, token_budget: bool = False, unfinished: bool = False) -> set[int]:

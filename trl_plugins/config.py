@@ -116,6 +116,13 @@ class AgentGRPOConfig(GRPOConfig):
             policy's weights pushed into it after every optimizer step and TRL's importance-sampling correction
             (``vllm_importance_sampling_correction``) applied; ``use_vllm=True`` means the same (see ``docs/vllm.md``).
         carry_kv_cache: ``False`` prefills each turn's whole context again (the same samples, slower).
+        reuse_sampling_logprobs: skip the no-grad forward over a fresh batch where its result is already known
+            (``False``: always run it, as TRL does).  On-policy (``gradient_accumulation_steps`` a multiple of
+            ``steps_per_generation * num_iterations``) the old log-probs and entropies, and with vLLM the
+            importance-sampling ratio, come from the loss's own forward; off-policy the transformers sampler's
+            log-probs are the old ones when they equal the trainer's (same weights, temperature and contexts; no
+            dropout, no mixed-precision autocast).  Same loss and gradients, one forward fewer (see
+            ``docs/trainer.md``).
         env_workers: where the environments of a batch step: ``"inprocess"``, ``"process"`` (worker processes,
             :func:`agentgym_envs.workers.make_workers`: they step in parallel, a crashed one truncates its episode
             and is replaced), ``"ray"`` (Ray actors) or ``"auto"`` (default: processes for the slow families
@@ -202,6 +209,13 @@ class AgentGRPOConfig(GRPOConfig):
         metadata={"help": "transformers (the KV cache is carried across an episode's turns) or vllm (= use_vllm)"},
     )
     carry_kv_cache: bool = field(default=True, metadata={"help": "keep each episode's KV cache between its turns"})
+    reuse_sampling_logprobs: bool = field(
+        default=True,
+        metadata={
+            "help": "take old log-probs/entropies from the loss's forward (on-policy) or the sampler (off-policy, "
+            "where they equal the trainer's) instead of a separate no-grad forward"
+        },
+    )
     env_workers: str = field(default="auto", metadata={"help": "auto, inprocess, process or ray"})
     env_processes: int | None = field(default=None, metadata={"help": "worker processes (default: CPU cores)"})
     env_step_timeout_s: float | None = field(

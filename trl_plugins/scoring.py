@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from accelerate.utils import is_peft_model
 
-__all__ = ["plain_head_model", "token_logps_and_entropy"]
+__all__ = ["dropout_active", "plain_head_model", "token_logps_and_entropy"]
 
 
 def token_logps_and_entropy(
@@ -104,3 +104,28 @@ def plain_head_model(model: Any, accelerator: Any) -> Any:
     if not hasattr(inner, getattr(inner, "base_model_prefix", "")) or inner.get_output_embeddings() is None:
         return None
     return inner
+
+
+def dropout_active(model: Any) -> bool:
+    """Whether a training-mode forward of ``model`` drops anything: a dropout module with ``p > 0`` (LoRA's
+    included) or a ``*dropout`` probability above 0 in its config (attention dropout is applied functionally).
+
+    Two forwards of such a model in training mode give different numbers, so no pass can stand in for another.
+
+    Example:
+        >>> from trl_plugins.models import tiny_model, tiny_tokenizer
+        >>> dropout_active(tiny_model(tiny_tokenizer())), dropout_active(torch.nn.Dropout(0.1))
+        (False, True)
+    """
+    seen: set[int] = set()
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.dropout._DropoutNd) and module.p > 0:
+            return True
+        config = getattr(module, "config", None)
+        if config is None or id(config) in seen or not hasattr(config, "get_text_config"):
+            continue
+        seen.add(id(config))
+        settings = vars(config.get_text_config())
+        if any(k.endswith("dropout") and isinstance(v, float) and v > 0 for k, v in settings.items()):
+            return True
+    return False

@@ -54,6 +54,7 @@ from trl.trainer.utils import use_adapter
 
 from agentgym_envs.core import as_text_env
 from agentgym_envs.engine import ChatFormat, Episode, RolloutStats, run_episodes
+from agentgym_envs.generation.transformers import TransformersBackend
 from trl_plugins import batch as batching
 from trl_plugins import metrics as logged
 from trl_plugins.advantages import turn_advantages
@@ -84,7 +85,7 @@ from trl_plugins.hooks import (
 )
 from trl_plugins.options import check_prompt_budget, check_trl_options
 from trl_plugins.run_log import MetricsLogCallback
-from trl_plugins.scoring import token_logps_and_entropy
+from trl_plugins.scoring import dropout_active, token_logps_and_entropy
 from trl_plugins.trl_warnings import warn_if_vllm_untested
 from trl_plugins.vllm_colocate import importance_sampling_ratio
 
@@ -328,19 +329,23 @@ class AgentGRPOTrainer(HeldOutEvaluation, GenerationMixin, GRPOTrainer):
             episodes, stats = self._play_episodes(tasks)
         self.last_episodes, self.last_rollout_stats = list(episodes), stats
         all_episodes, mine, all_stats = self._global_rollout(episodes, stats)
+        old_source = self._old_scores_source(episodes)
         samples = batching.episode_samples(
             episodes, self.episode_advantages(all_episodes)[mine], context_mode=self.rollout_config.context_mode,
             mask_truncated=self.args.mask_truncated_completions,
-            mask_truncated_episodes=self.args.mask_truncated_episodes, with_sampling_logps=self.corrects_sampling,
+            mask_truncated_episodes=self.args.mask_truncated_episodes,
+            with_sampling_logps=self.corrects_sampling or old_source == "sampler",
         )
         output = batching.pad_samples(samples, self._tokenizer.pad_token_id, self.accelerator.device)
         loss_mask = output["completion_mask"] * output["tool_mask"]
         output["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
-        self._score_old_and_ref(output, mode)
+        if old_source == "sampler":
+            output["old_per_token_logps"] = output.pop("sampling_per_token_logps") * loss_mask
+        self._score_old_and_ref(output, mode, score_old=old_source == "forward")
         logged.rollout_metrics(self._metrics[mode], all_episodes, all_stats)
         self._count_batch(output, mode)
-        if self.corrects_sampling:
-            self._correct_sampling(output, mode)
+        if self.corrects_sampling and "old_per_token_logps" in output:  # else at loss time, from the loss's forward
+            output["importance_sampling_ratio"] = self._correct_sampling(output, output["old_per_token_logps"], mode)
         return output
 
     @property
@@ -349,17 +354,51 @@ class AgentGRPOTrainer(HeldOutEvaluation, GenerationMixin, GRPOTrainer):
         vLLM (another implementation) and with ``async_rollouts`` ahead of the learner (an older policy)."""
         return self.use_vllm or (self.args.async_rollouts and self.args.max_staleness > 0)
 
-    def _score_old_and_ref(self, batch: dict[str, Any], mode: str) -> None:
-        """Add the old policy's log-probs (and entropy) and the reference model's to a fresh batch, where needed."""
+    def _old_scores_source(self, episodes: Sequence[Episode]) -> str:
+        """Where a fresh batch's old log-probs (and entropies) come from: ``"loss"``, ``"sampler"`` or ``"forward"``.
+
+        ``"loss"``: the loss's own forward, detached (the weights do not change before it, so they are the same
+        numbers); ``"sampler"``: the transformers sampler's log-probs, recorded while sampling; ``"forward"``: a
+        no-grad forward over the batch (:meth:`_score_old_and_ref`).
+        """
+        args = self.args
+        on_policy = args.gradient_accumulation_steps % (args.steps_per_generation * self.num_iterations) == 0
+        if on_policy and not (self._needs_old_entropy or self.corrects_sampling):
+            return "loss"  # TRL's own shortcut
+        # Dropout draws another mask in every forward: no two passes give the same numbers, so each is its own.
+        if not args.reuse_sampling_logprobs or (self.model.training and dropout_active(self.model)):
+            return "forward"
+        if on_policy:
+            return "loss"
+        backend, cfg = self.generation_backend, self.rollout_config
+        # The sampler (TransformersBackend's decode) records log_softmax(logits / temperature) of the sampled id
+        # before top-k/top-p filtering: the trainer's quantity, from the same weights, unless the trainer scores
+        # under a mixed-precision autocast the sampler does not use, or at another temperature.  vLLM's are
+        # another implementation's and an asynchronous producer's an older policy's (TRL's correction needs the
+        # trainer's own); the entropies are not recorded.
+        exact = (
+            isinstance(backend, TransformersBackend)
+            and backend.settings.temperature == self.temperature
+            and self.accelerator.mixed_precision == "no"
+            and not self._needs_old_entropy
+            and not self.corrects_sampling
+        )
+        if exact and batching.sampled_in_sample_context(episodes, cfg.context_mode, cfg.reply):
+            return "sampler"
+        return "forward"
+
+    def _score_old_and_ref(self, batch: dict[str, Any], mode: str, score_old: bool = True) -> None:
+        """Add the old policy's log-probs (and entropy; ``score_old``) and the reference model's to a fresh batch.
+
+        A PEFT policy's reference is its base model, the adapter disabled (TRL's ``use_adapter``): no copy.
+        """
         input_ids, attention_mask, logits_to_keep, mask = batching.model_inputs(batch)
         args = self.args
         size = args.per_device_train_batch_size if mode == "train" else args.per_device_eval_batch_size
-        generate_every = args.steps_per_generation * self.num_iterations
         # With vLLM the sampler is another implementation (and maybe an older policy): old log-probs are always
         # the trainer's own, and TRL's importance-sampling ratio corrects for the sampler's (as GRPOTrainer).
-        need_old = args.gradient_accumulation_steps % generate_every != 0 or self._needs_old_entropy or self.corrects_sampling
         with torch.no_grad(), disable_gradient_checkpointing(self.model, args.gradient_checkpointing_kwargs):
-            if need_old:
+            if score_old:
                 old_logps, old_entropy = self.token_logps_and_entropy(
                     self.model, input_ids, attention_mask, logits_to_keep, mask, size
                 )
@@ -379,10 +418,10 @@ class AgentGRPOTrainer(HeldOutEvaluation, GenerationMixin, GRPOTrainer):
                     self.model, input_ids, attention_mask, logits_to_keep, mask, size
                 )
 
-    def _correct_sampling(self, batch: dict[str, Any], mode: str) -> None:
+    def _correct_sampling(self, batch: dict[str, Any], old_logps: torch.Tensor, mode: str) -> torch.Tensor | None:
         """vLLM: TRL's importance-sampling ratio of the trainer's old log-probs to the sampler's, and its metrics."""
         args = self.args
-        old_logps, sampling = batch["old_per_token_logps"], batch["sampling_per_token_logps"]
+        sampling = batch["sampling_per_token_logps"]
         loss_mask = batch["completion_mask"] * batch["tool_mask"]
         is_ratio = None
         if args.vllm_importance_sampling_correction:
@@ -390,8 +429,8 @@ class AgentGRPOTrainer(HeldOutEvaluation, GenerationMixin, GRPOTrainer):
                 old_logps, sampling, loss_mask, mode=args.vllm_importance_sampling_mode,
                 clip_min=args.vllm_importance_sampling_clip_min, clip_max=args.vllm_importance_sampling_clip_max,
             )
-            batch["importance_sampling_ratio"] = is_ratio
         logged.sampling_gap_metrics(self._metrics[mode], self.accelerator, old_logps, sampling, is_ratio, loss_mask)
+        return is_ratio
 
     def _count_batch(self, batch: dict[str, Any], mode: str) -> None:
         """``completions/mean_length`` (model tokens per sample) and TRL's ``num_tokens`` (tokens seen)."""
@@ -521,13 +560,19 @@ class AgentGRPOTrainer(HeldOutEvaluation, GenerationMixin, GRPOTrainer):
         old_logps = inputs.get("old_per_token_logps")
         mode = "train" if self.model.training else "eval"
         rl_step, rl_steps = self.rl_step()
+        sampling_ratio = inputs.get("importance_sampling_ratio")
+        if old_logps is None and "sampling_per_token_logps" in inputs:  # vLLM, old log-probs from this forward
+            sampling_ratio = self._correct_sampling(inputs, logps.detach(), mode)
+        old_entropy = inputs.get("old_entropy")
+        if old_entropy is None and self._needs_old_entropy and old_logps is None:  # on-policy: this forward's
+            old_entropy = entropy.detach()
         ctx = LossContext(
             logps=logps,
             old_logps=logps.detach() if old_logps is None else old_logps,
             advantages=inputs["advantages"],
             mask=mask,
             entropy=entropy if self._needs_entropy_grad else None,
-            old_entropy=inputs.get("old_entropy"),
+            old_entropy=old_entropy,
             turn_ids=inputs["turn_ids"],
             step=rl_step,
             total_steps=rl_steps,
@@ -550,7 +595,7 @@ class AgentGRPOTrainer(HeldOutEvaluation, GenerationMixin, GRPOTrainer):
             kl_bias_correction=bool(args.use_bias_correction_kl),
             sapo_temperatures=(args.sapo_temperature_pos, args.sapo_temperature_neg),
             vespo=(args.vespo_k_pos, args.vespo_lambda_pos, args.vespo_k_neg, args.vespo_lambda_neg),
-            sampling_ratio=inputs.get("importance_sampling_ratio"),
+            sampling_ratio=sampling_ratio,
         )
         # As TRL's GRPOTrainer._compute_loss: the policy loss is divided by the accumulation steps except for the
         # loss types whose normaliser already spans the accumulation window (dapo, cispo, vespo); every other term

@@ -74,8 +74,11 @@ def test_max_staleness_zero_is_the_synchronous_trainer(tok, tmp_path):
 
 
 def test_staleness_is_bounded_recorded_and_corrected_for(tok, tmp_path):
+    # reuse_sampling_logprobs=False: the batch carries the old log-probs and the ratio (with reuse they come from
+    # the loss's own forward, the path tests/test_reuse_sampling_logprobs.py checks for vLLM)
     trainer = trainer_for(tok, make_args(tmp_path, max_steps=4, async_rollouts=True, max_staleness=1,
-                                         vllm_importance_sampling_mode="token_truncate"))
+                                         vllm_importance_sampling_mode="token_truncate",
+                                         reuse_sampling_logprobs=False))
     trainer.train()
     staleness = [h["async/staleness"] for h in trainer.state.log_history if "loss" in h]
     assert len(staleness) == 4 and max(staleness) == 1 and min(staleness) >= 0

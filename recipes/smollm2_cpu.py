@@ -64,6 +64,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sft-lr", type=float, default=1e-4)
     p.add_argument("--rl-steps", type=int, default=8, help="GRPO steps after SFT")
     p.add_argument("--rl-lr", type=float, default=1e-5)
+    p.add_argument(
+        "--rl-loss-type",
+        default="dapo",
+        help="GRPOConfig.loss_type of every RL run (dapo: TRL's default; grpo: each episode weighs the same)",
+    )
     p.add_argument("--base-rl-steps", type=int, default=6, help="GRPO steps of each RL-from-base run (0: none)")
     p.add_argument(
         "--rl-families", default=None, help="families that get the GRPO-from-SFT stage (default: every one chosen)"
@@ -133,6 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
         tasks_per_step=opts.tasks_per_step,
         num_generations=opts.generations,
         learning_rate=opts.rl_lr,
+        loss_type=opts.rl_loss_type,
         max_new_tokens_per_turn=opts.max_new_tokens,
         save_steps=2,
         micro_batch_size=opts.micro_batch,

@@ -57,6 +57,7 @@ class RLSettings:
     num_generations: int = 4
     learning_rate: float = 1e-5
     beta: float = 0.0
+    loss_type: str = "dapo"
     num_iterations: int = 1
     temperature: float = 1.0
     max_turns: int = 12
@@ -368,6 +369,7 @@ def rl(
         learning_rate=settings.learning_rate,
         lr_scheduler_type="constant",
         beta=settings.beta,
+        loss_type=settings.loss_type,
         num_iterations=settings.num_iterations,
         temperature=settings.temperature,
         loss_hooks=list(settings.loss_hooks),

@@ -33,6 +33,7 @@ RECORDED = {
     "_prepare_inputs": "(self, generation_batch)",
     "_save_checkpoint": "(self, model, trial)",
     "compute_loss": "(self, model, inputs, return_outputs=False, num_items_in_batch=None)",
+    "evaluate": "(self, eval_dataset=None, ignore_keys=None, metric_key_prefix='eval')",
     "log": "(self, logs, start_time=None)",
     "training_step": "(self, model, inputs, num_items_in_batch)",
 }

@@ -73,3 +73,21 @@ def test_cpu_recipe_rejects_an_unknown_base_rl_family(tmp_path):
 def test_cpu_recipe_rejects_rl_families_outside_the_chosen_families(tmp_path):
     with pytest.raises(SystemExit, match="must be among --families"):
         smollm2_cpu.main(["--out", str(tmp_path), "--smoke", "--families", "babyai", "--rl-families", "textworld"])
+
+
+def test_cpu_recipe_runs_the_async_arm_beside_the_synchronous_one(tmp_path):
+    out = tmp_path / "cpu"
+    smollm2_cpu.main(
+        ["--out", str(out), "--smoke", "--families", "textworld", "--base-rl-steps", "0", "--async-staleness", "1"]
+    )
+    results = _check_outputs(out, stages=4)  # base, sft, sft+grpo, sft+grpo-async1
+    assert [r["stage"] for r in results["evaluations"]][-1] == "sft+grpo-async1"
+    folder = out / "textworld" / "sft-grpo-async1"
+    assert stage_done(folder)["settings"]["extra"] == {"async_rollouts": True, "max_staleness": 1}
+    log = json.loads((folder / "log_history.json").read_text())
+    assert any("async/staleness" in row for row in log)
+
+
+def test_cpu_recipe_rejects_async_with_vllm_rollouts(tmp_path):
+    with pytest.raises(SystemExit, match="--async-staleness needs"):
+        smollm2_cpu.main(["--out", str(tmp_path), "--smoke", "--async-staleness", "1", "--rollouts", "vllm"])

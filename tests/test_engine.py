@@ -53,7 +53,7 @@ def play(model, tok, carry: bool, temperature: float = 1.0, stats: RolloutStats 
     return episodes, backend
 
 
-def test_carried_kv_cache_samples_the_same_ids_and_logprobs_as_a_fresh_forward(model, tok):
+def test_carried_kv_cache_samples_the_same_ids_logprobs_and_entropies_as_a_fresh_forward(model, tok):
     carried, backend = play(model, tok, carry=True, temperature=0.9)
     fresh, plain = play(model, tok, carry=False, temperature=0.9)
     assert backend.reused_tokens > 0 and plain.reused_tokens == 0  # the cache was really carried
@@ -66,16 +66,22 @@ def test_carried_kv_cache_samples_the_same_ids_and_logprobs_as_a_fresh_forward(m
         assert [t.action_ids for t in a.turns] == [t.action_ids for t in b.turns]
         for ta, tb in zip(a.turns, b.turns, strict=True):
             assert torch.allclose(torch.tensor(ta.logprobs), torch.tensor(tb.logprobs), atol=1e-5)
-    # ... and the log-probabilities are those of one teacher-forced forward over the whole sequence.
+            assert torch.allclose(torch.tensor(ta.entropies), torch.tensor(tb.entropies), atol=1e-5)
+    # ... and the log-probabilities and entropies are those of one teacher-forced forward over the whole sequence.
     for ep in carried:
         ids, mask, _ = ep.completion()
         full = torch.tensor([ep.prompt_ids + ids])
         with torch.no_grad():
             logp = torch.log_softmax(model(full).logits[0].float() / 0.9, dim=-1)
+        entropy = -(logp.exp() * logp).sum(-1)
         start = len(ep.prompt_ids)
-        expected = [logp[start + j - 1, tok_id].item() for j, (tok_id, m) in enumerate(zip(ids, mask, strict=True)) if m]
+        positions = [(start + j - 1, tok_id) for j, (tok_id, m) in enumerate(zip(ids, mask, strict=True)) if m]
+        expected = [logp[pos, tok_id].item() for pos, tok_id in positions]
         got = [lp for t in ep.turns for lp in t.logprobs]
         assert torch.allclose(torch.tensor(got), torch.tensor(expected), atol=1e-4)
+        got_entropy = torch.tensor([h for t in ep.turns for h in t.entropies])
+        assert torch.allclose(got_entropy, torch.tensor([entropy[pos].item() for pos, _ in positions]), atol=1e-4)
+        assert got_entropy.std() > 0.01  # the model's, position by position, not a constant
 
 
 def test_a_context_that_does_not_extend_the_cache_reuses_only_the_common_prefix(model, tok):

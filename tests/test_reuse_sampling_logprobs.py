@@ -1,9 +1,9 @@
 """``reuse_sampling_logprobs``: no forward whose result is already known, and the same loss and gradients.
 
 A tiny random Llama plays the real (toy) ``LetterEnv`` through the trainer's own rollout.  Off-policy
-(``num_iterations=2``) the transformers sampler's log-probs stand in for the old-policy forward: checked per
-position against a fresh forward, across sampling settings and context modes; on-policy the old entropies (ERC)
-and vLLM's importance-sampling ratio come from the loss's own forward.
+(``num_iterations=2``) the transformers sampler's log-probs (and, for ERC, its entropies) stand in for the
+old-policy forward: checked per position against a fresh forward, across sampling settings and context modes;
+on-policy the old entropies (ERC) and vLLM's importance-sampling ratio come from the loss's own forward.
 """
 
 from __future__ import annotations
@@ -32,11 +32,16 @@ def generation_batch(trainer, seed: int = 0) -> dict:
     return trainer._generate_and_score_completions(rows)
 
 
-def fresh_old_logps(trainer, batch: dict) -> torch.Tensor:
-    """What the no-grad old-policy forward gives for ``batch`` (the path reuse skips)."""
-    scored = {k: v for k, v in batch.items() if k != "old_per_token_logps"}
+def fresh_old_scores(trainer, batch: dict) -> dict:
+    """What the no-grad old-policy forward adds to ``batch`` (the path reuse skips): old log-probs, and old
+    entropies when a hook needs them."""
+    scored = {k: v for k, v in batch.items() if k not in ("old_per_token_logps", "old_entropy")}
     trainer._score_old_and_ref(scored, "train", score_old=True)
-    return scored["old_per_token_logps"]
+    return scored
+
+
+def fresh_old_logps(trainer, batch: dict) -> torch.Tensor:
+    return fresh_old_scores(trainer, batch)["old_per_token_logps"]
 
 
 def loss_and_grads(trainer, batch: dict) -> tuple[float, dict[str, torch.Tensor]]:
@@ -66,19 +71,26 @@ def backbone_forwards(trainer) -> list[int]:
     ],
     ids=["plain", "temperature-top-k", "temperature-top-p", "stepwise"],
 )
-def test_the_samplers_logprobs_equal_a_fresh_forward_at_every_position(tok, tmp_path, sampling):
-    args = make_args(tmp_path, num_iterations=2, max_turns=3, max_new_tokens_per_turn=4, **sampling)
+def test_the_samplers_logprobs_and_entropies_equal_a_fresh_forward_at_every_position(tok, tmp_path, sampling):
+    # ERC needs the old entropies: off-policy they come from the sampler too
+    args = make_args(tmp_path, num_iterations=2, max_turns=3, max_new_tokens_per_turn=4, loss_hooks=["erc"], **sampling)
     trainer = trainer_for(tok, args)
     batch = generation_batch(trainer)
     assert trainer._old_scores_source(trainer.last_episodes) == "sampler"
-    reused, fresh = batch["old_per_token_logps"], fresh_old_logps(trainer, batch)
+    fresh_scores = fresh_old_scores(trainer, batch)
     mask = (batch["completion_mask"] * batch["tool_mask"]).bool()
-    assert mask.sum() >= 8 and reused.shape == fresh.shape
-    # every model token: the log-prob the sampler recorded is the trainer's (float rounding of other batch shapes)
-    assert torch.allclose(reused[mask], fresh[mask], atol=2e-5, rtol=0), (reused - fresh).abs().max()
-    assert (reused[~mask] == 0).all() and (fresh[~mask] == 0).all()
-    # ... and genuinely the model's: not a constant, different at other positions
-    assert reused[mask].std() > 0.05
+    assert mask.sum() >= 8
+    # A random tiny model's distributions are near uniform: its entropies vary little from position to position,
+    # but still 20 times the tolerance (so a constant or a neighbour's entropy would not pass).
+    for name, spread in (("old_per_token_logps", 0.05), ("old_entropy", 4e-4)):
+        reused, fresh = batch[name], fresh_scores[name]
+        assert reused.shape == fresh.shape, name
+        # every model token: what the sampler recorded is the trainer's (float rounding of other batch shapes)
+        assert torch.allclose(reused[mask], fresh[mask], atol=2e-5, rtol=0), (name, (reused - fresh).abs().max())
+        assert (reused[~mask] == 0).all() and (fresh[~mask] == 0).all(), name
+        # ... and genuinely the model's: not a constant, different at other positions
+        assert reused[mask].std() > spread, name
+    assert (batch["old_entropy"][mask] > 0).all()
 
 
 def test_a_step_with_reuse_has_the_loss_and_gradients_of_one_without(tok, tmp_path):
@@ -100,6 +112,39 @@ def test_a_step_with_reuse_has_the_loss_and_gradients_of_one_without(tok, tmp_pa
             p.add_(torch.randn_like(p) * 0.02)
     loss_a, grads_a = loss_and_grads(trainer, reused)
     loss_b, grads_b = loss_and_grads(trainer, fresh)
+    assert loss_a == pytest.approx(loss_b, rel=1e-4, abs=1e-6)
+    assert grads_a.keys() == grads_b.keys() and grads_a
+    for name, grad in grads_a.items():
+        torch.testing.assert_close(grad, grads_b[name], rtol=1e-3, atol=1e-6, msg=name)
+
+
+def test_off_policy_erc_takes_its_old_entropy_from_the_sampler(tok, tmp_path):
+    # narrow bounds: the weights' small move below shifts some tokens' entropy ratio out of them (by 0.2-0.4%),
+    # not all
+    erc = {"beta_low": 3e-3, "beta_high": 3e-3}
+    args = make_args(tmp_path, num_iterations=2, max_turns=3, max_new_tokens_per_turn=4, loss_hooks=["erc"], erc=erc)
+    trainer = trainer_for(tok, args)
+    calls = backbone_forwards(trainer)
+    reused = generation_batch(trainer)
+    with_reuse = calls[0]
+    assert trainer._old_scores_source(trainer.last_episodes) == "sampler" and "old_entropy" in reused
+    trainer.args.reuse_sampling_logprobs = False
+    calls[0] = 0
+    fresh = generation_batch(trainer)
+    without_reuse = calls[0]
+    assert torch.equal(reused["completion_ids"], fresh["completion_ids"])  # the same episodes on both sides
+    assert without_reuse - with_reuse == 1, (with_reuse, without_reuse)  # the old-policy forward is gone
+    # the second optimizer step of a generation batch: old != current, so ERC's entropy ratio and clip matter
+    with torch.no_grad():
+        for p in trainer.model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    torch.testing.assert_close(reused["old_entropy"], fresh["old_entropy"], rtol=0, atol=2e-5)
+    (hook,) = trainer.loss_hooks
+    loss_a, grads_a = loss_and_grads(trainer, reused)
+    clipped = hook.metrics()["erc/clip_fraction"]
+    assert 0 < clipped < 1  # ERC's mask depends on the old entropies here
+    loss_b, grads_b = loss_and_grads(trainer, fresh)
+    assert hook.metrics()["erc/clip_fraction"] == clipped
     assert loss_a == pytest.approx(loss_b, rel=1e-4, abs=1e-6)
     assert grads_a.keys() == grads_b.keys() and grads_a
     for name, grad in grads_a.items():

@@ -34,6 +34,7 @@ __all__ = [
     "sampled_in_sample_context",
     "slice_rows",
     "split_batch",
+    "turn_entropies",
     "turn_logprobs",
 ]
 
@@ -48,15 +49,40 @@ def turn_logprobs(turn: Any) -> list[float] | None:
     return turn.logprobs
 
 
-def sampled_in_sample_context(episodes: Sequence[Episode], context_mode: str = "full", reply: str = "tokens") -> bool:
-    """Whether every turn's sampling log-probs were taken in the context its sample gives that turn.
+def turn_entropies(turn: Any) -> list[float] | None:
+    """A turn's sampling entropies (one per action id), checked to lie along its action ids."""
+    if turn.entropies is not None and len(turn.entropies) != len(turn.action_ids):
+        raise ValueError(
+            f"a turn has {len(turn.entropies)} sampling entropies for {len(turn.action_ids)} action tokens; "
+            "they need replies kept as the sampled ids (RolloutConfig.reply='tokens')"
+        )
+    return turn.entropies
+
+
+def _sampling_entropies(turns: Sequence[Any], env_lengths: Sequence[int]) -> list[float]:
+    """Each turn's sampling entropies along its action ids, then 0 per environment token."""
+    out: list[float] = []
+    for turn, env_len in zip(turns, env_lengths, strict=True):
+        entropies = turn_entropies(turn)
+        if entropies is None:
+            raise ValueError("a turn has no sampling entropies; generate with a backend that records them")
+        out += [float(h) for h in entropies] + [0.0] * env_len
+    return out
+
+
+def sampled_in_sample_context(
+    episodes: Sequence[Episode], context_mode: str = "full", reply: str = "tokens", entropies: bool = False
+) -> bool:
+    """Whether every turn's sampling log-probs (and, with ``entropies``, entropies) were taken in the context its
+    sample gives that turn.
 
     Then the sampler scored each action token after exactly the tokens the trainer's forward puts before it, so,
     with the same weights and temperature, its log-probs are the trainer's.  ``"full"``: the engine samples each
     turn after the prompt and every earlier turn's action and environment tokens, which is the sample; a recorded
     ``context_ids`` must be that.  ``"stepwise"``: the sample's prompt is the turn's recorded context.  False when
     replies are re-tokenised text (``reply="text"``: the action ids are not the sampled ids), or a turn has no
-    log-probs (the backend cannot give them) or not one per action id.
+    log-probs (the backend cannot give them) or not one per action id; with ``entropies``, also when a turn has no
+    recorded entropies or not one per action id.
 
     Example:
         >>> from agentgym_envs.engine import Episode, Turn
@@ -65,6 +91,8 @@ def sampled_in_sample_context(episodes: Sequence[Episode], context_mode: str = "
         >>> ep.turns.append(Turn([8], "go", 0.0, "ok", "s1", context_ids=[5, 7, 9], logprobs=[-0.1]))
         >>> sampled_in_sample_context([ep]), sampled_in_sample_context([ep], reply="text")
         (True, False)
+        >>> sampled_in_sample_context([ep], entropies=True)   # these turns recorded no entropies
+        False
         >>> ep.turns[1].context_ids = [5, 9]   # not the history the full sample puts before this turn
         >>> sampled_in_sample_context([ep]), sampled_in_sample_context([ep], "stepwise")
         (False, True)
@@ -75,6 +103,8 @@ def sampled_in_sample_context(episodes: Sequence[Episode], context_mode: str = "
         context = list(episode.prompt_ids)
         for turn in episode.turns:
             if turn.logprobs is None or len(turn.logprobs) != len(turn.action_ids):
+                return False
+            if entropies and (turn.entropies is None or len(turn.entropies) != len(turn.action_ids)):
                 return False
             if context_mode == "stepwise" and turn.context_ids is None:
                 return False
@@ -118,12 +148,14 @@ def episode_samples(
     mask_truncated: bool = False,
     mask_truncated_episodes: bool = False,
     with_sampling_logps: bool = False,
+    with_sampling_entropies: bool = False,
 ) -> list[dict[str, list]]:
     """The trainer's samples of a batch of episodes, each with per-token advantages from its turn's.
 
     ``mask_truncated`` (TRL's ``mask_truncated_completions``) and ``mask_truncated_episodes``: the turns
     :func:`masked_turns` names keep their place in the advantages but carry no loss.  ``with_sampling_logps``: add
-    the sampler's log-probs (vLLM) along the completion.
+    the sampler's log-probs along the completion (0 on environment tokens); ``with_sampling_entropies``: the
+    sampler's entropies, laid out alike.
     """
     samples = []
     for ep, adv in zip(episodes, advantages, strict=True):
@@ -141,6 +173,8 @@ def episode_samples(
                 sample["sampling_logps"] = sampling_logps(
                     [turn_logprobs(turn) for turn in ep.turns], [len(turn.env_ids) for turn in ep.turns]
                 )
+            if with_sampling_entropies:
+                sample["sampling_entropies"] = _sampling_entropies(ep.turns, [len(turn.env_ids) for turn in ep.turns])
             samples.append(sample)
             continue
         for t, turn in enumerate(ep.turns):
@@ -154,12 +188,15 @@ def episode_samples(
             }
             if with_sampling_logps:
                 sample["sampling_logps"] = sampling_logps([turn_logprobs(turn)], [0])
+            if with_sampling_entropies:
+                sample["sampling_entropies"] = _sampling_entropies([turn], [0])
             samples.append(sample)
     return samples
 
 
 def pad_samples(samples: Sequence[dict[str, list]], pad_id: int, device: Any) -> dict[str, torch.Tensor]:
-    """The padded tensors of :func:`episode_samples` (``sampling_per_token_logps`` when the samples have them)."""
+    """The padded tensors of :func:`episode_samples` (``sampling_per_token_logps`` and ``sampling_per_token_entropy``
+    when the samples have them)."""
 
     def right(key: str, dtype: torch.dtype, value: float) -> torch.Tensor:
         rows = [torch.tensor(s[key], dtype=dtype) for s in samples]
@@ -180,6 +217,8 @@ def pad_samples(samples: Sequence[dict[str, list]], pad_id: int, device: Any) ->
     }
     if samples and "sampling_logps" in samples[0]:
         batch["sampling_per_token_logps"] = right("sampling_logps", torch.float32, 0.0)
+    if samples and "sampling_entropies" in samples[0]:
+        batch["sampling_per_token_entropy"] = right("sampling_entropies", torch.float32, 0.0)
     return batch
 
 

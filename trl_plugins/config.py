@@ -120,8 +120,8 @@ class AgentGRPOConfig(GRPOConfig):
             (``False``: always run it, as TRL does).  On-policy (``gradient_accumulation_steps`` a multiple of
             ``steps_per_generation * num_iterations``) the old log-probs and entropies, and with vLLM the
             importance-sampling ratio, come from the loss's own forward; off-policy the transformers sampler's
-            log-probs are the old ones when they equal the trainer's (same weights, temperature and contexts; no
-            dropout, no mixed-precision autocast).  Same loss and gradients, one forward fewer (see
+            log-probs (and entropies, for ERC and AEPO's ``use_old_entropy``) are the old ones when they equal the
+            trainer's (same weights, temperature and contexts; no dropout, no mixed-precision autocast).  Same loss and gradients, one forward fewer (see
             ``docs/trainer.md``).
         env_workers: where the environments of a batch step: ``"inprocess"``, ``"process"`` (worker processes,
             :func:`agentgym_envs.workers.make_workers`: they step in parallel, a crashed one truncates its episode

@@ -335,12 +335,15 @@ class AgentGRPOTrainer(HeldOutEvaluation, GenerationMixin, GRPOTrainer):
             mask_truncated=self.args.mask_truncated_completions,
             mask_truncated_episodes=self.args.mask_truncated_episodes,
             with_sampling_logps=self.corrects_sampling or old_source == "sampler",
+            with_sampling_entropies=old_source == "sampler" and self._needs_old_entropy,
         )
         output = batching.pad_samples(samples, self._tokenizer.pad_token_id, self.accelerator.device)
         loss_mask = output["completion_mask"] * output["tool_mask"]
         output["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
         if old_source == "sampler":
             output["old_per_token_logps"] = output.pop("sampling_per_token_logps") * loss_mask
+            if self._needs_old_entropy:
+                output["old_entropy"] = output.pop("sampling_per_token_entropy") * loss_mask
         self._score_old_and_ref(output, mode, score_old=old_source == "forward")
         logged.rollout_metrics(self._metrics[mode], all_episodes, all_stats)
         self._count_batch(output, mode)
@@ -358,8 +361,9 @@ class AgentGRPOTrainer(HeldOutEvaluation, GenerationMixin, GRPOTrainer):
         """Where a fresh batch's old log-probs (and entropies) come from: ``"loss"``, ``"sampler"`` or ``"forward"``.
 
         ``"loss"``: the loss's own forward, detached (the weights do not change before it, so they are the same
-        numbers); ``"sampler"``: the transformers sampler's log-probs, recorded while sampling; ``"forward"``: a
-        no-grad forward over the batch (:meth:`_score_old_and_ref`).
+        numbers); ``"sampler"``: the transformers sampler's log-probs (and entropies, for hooks that need the old
+        entropy: ERC, AEPO's ``use_old_entropy``), recorded while sampling; ``"forward"``: a no-grad forward over
+        the batch (:meth:`_score_old_and_ref`).
         """
         args = self.args
         on_policy = args.gradient_accumulation_steps % (args.steps_per_generation * self.num_iterations) == 0
@@ -372,18 +376,19 @@ class AgentGRPOTrainer(HeldOutEvaluation, GenerationMixin, GRPOTrainer):
             return "loss"
         backend, cfg = self.generation_backend, self.rollout_config
         # The sampler (TransformersBackend's decode) records log_softmax(logits / temperature) of the sampled id
-        # before top-k/top-p filtering: the trainer's quantity, from the same weights, unless the trainer scores
-        # under a mixed-precision autocast the sampler does not use, or at another temperature.  vLLM's are
-        # another implementation's and an asynchronous producer's an older policy's (TRL's correction needs the
-        # trainer's own); the entropies are not recorded.
+        # and the full-vocabulary entropy of that distribution, before top-k/top-p filtering: the trainer's
+        # quantities, from the same weights, unless the trainer scores under a mixed-precision autocast the
+        # sampler does not use, or at another temperature.  vLLM's are another implementation's (and record no
+        # entropies) and an asynchronous producer's an older policy's (TRL's correction needs the trainer's own).
         exact = (
             isinstance(backend, TransformersBackend)
             and backend.settings.temperature == self.temperature
             and self.accelerator.mixed_precision == "no"
-            and not self._needs_old_entropy
             and not self.corrects_sampling
         )
-        if exact and batching.sampled_in_sample_context(episodes, cfg.context_mode, cfg.reply):
+        if exact and batching.sampled_in_sample_context(
+            episodes, cfg.context_mode, cfg.reply, entropies=self._needs_old_entropy
+        ):
             return "sampler"
         return "forward"
 

@@ -91,6 +91,8 @@ class Turn:
     context_ids: list[int] | None = None
     #: Log-probabilities of ``action_ids`` as the backend sampled them (``None`` if it cannot give them).
     logprobs: list[float] | None = None
+    #: Entropies of the distributions ``action_ids`` were drawn from (``None`` if the backend does not give them).
+    entropies: list[float] | None = None
     #: The command the environment executed after parsing ``text`` (``None`` when it could not be parsed).
     action: str | None = None
 

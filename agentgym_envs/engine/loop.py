@@ -224,8 +224,12 @@ def record_turn(
     fmt: ChatFormat | None,
     config: RolloutConfig,
     logprobs: list[float] | None = None,
+    entropies: list[float] | None = None,
 ) -> None:
-    """Append the turn whose action was ``text`` and whose step gave ``result``; end the episode if it is over."""
+    """Append the turn whose action was ``text`` and whose step gave ``result``; end the episode if it is over.
+
+    ``logprobs`` and ``entropies``: what the backend recorded for the reply's sampled ids (kept on the turn).
+    """
     obs, reward, terminated, truncated, info = result
     turn = Turn(
         action_ids=action_ids,
@@ -237,6 +241,7 @@ def record_turn(
         hit_token_limit=hit_token_limit,
         context_ids=ctx if config.context_mode == "stepwise" else None,
         logprobs=logprobs,
+        entropies=entropies,
         action=info.get("action"),
     )
     ep.turns.append(turn)
@@ -263,7 +268,9 @@ def apply_action(
     action_ids, text, ended, hit = reply_of(output, fmt, config)
     worker = as_worker(env)
     worker.step_async(text)
-    record_turn(ep, worker.step_wait(), ctx, action_ids, text, ended, hit, fmt, config, output.logprobs)
+    record_turn(
+        ep, worker.step_wait(), ctx, action_ids, text, ended, hit, fmt, config, output.logprobs, output.entropies
+    )
 
 
 def check_stop_ids(backend: Any, fmt: ChatFormat | None, config: RolloutConfig) -> None:
@@ -386,9 +393,11 @@ def run_episodes(
                 something_to_generate = any(not episodes[i].done and i not in in_flight for i in range(len(episodes)))
                 collected = _collect_steps(workers, in_flight, overlap, last_generate, something_to_generate)
                 for i in collected:
-                    ctx, (action_ids, text, ended, hit, logprobs) = in_flight.pop(i)
+                    ctx, (action_ids, text, ended, hit, logprobs, entropies) = in_flight.pop(i)
                     result = workers[i].step_wait()
-                    record_turn(episodes[i], result, ctx, action_ids, text, ended, hit, fmt, config, logprobs)
+                    record_turn(
+                        episodes[i], result, ctx, action_ids, text, ended, hit, fmt, config, logprobs, entropies
+                    )
                 waited = time.perf_counter() - t0
                 stats.env_seconds += waited
                 stats.env_wait_seconds += waited
@@ -495,12 +504,12 @@ def _generate_and_submit(
             text = output.text
             if config.first_line_only and text.strip():
                 text = text.split("\n", 1)[0]
-            reply: tuple = ([], text, False, output.finish_reason == "length", None)
+            reply: tuple = ([], text, False, output.finish_reason == "length", None, None)
         else:
             if _bad_reply(episodes[i], output, fmt):  # type: ignore[arg-type]
                 continue
             stats.model_tokens += len(output.ids)
-            reply = (*reply_of(output, fmt, config), output.logprobs)  # type: ignore[arg-type]
+            reply = (*reply_of(output, fmt, config), output.logprobs, output.entropies)  # type: ignore[arg-type]
         workers[i].step_async(reply[1])
         submitted[i] = (ctx, reply)
     stats.env_seconds += time.perf_counter() - generated

@@ -78,16 +78,23 @@ class GenerationRequest:
 
 @dataclass
 class GenerationOutput:
-    """A sampled reply: ids verbatim, their log-probabilities, and why it ended.
+    """A sampled reply: ids verbatim, their log-probabilities (and entropies), and why it ended.
+
+    ``entropies`` (optional): the full-vocabulary entropy of the distribution each id was drawn from, at the
+    sampling temperature and before top-k/top-p filtering; ``None`` when the backend does not give them (only
+    :class:`~agentgym_envs.generation.transformers.TransformersBackend` does).
 
     Example:
         >>> GenerationOutput(ids=[5, 6], logprobs=None, finish_reason="length").finish_reason
         'length'
+        >>> GenerationOutput(ids=[5], logprobs=[-0.2], finish_reason="length", entropies=[1.3]).entropies
+        [1.3]
     """
 
     ids: list[int]  # sampled ids, verbatim (ends with a stop id unless it hit max_new_tokens)
     logprobs: list[float] | None  # log-prob of each sampled id (None if the backend cannot give them)
     finish_reason: str  # "stop" | "length"
+    entropies: list[float] | None = None  # entropy at each sampled id's position (None if not given)
 
 
 @runtime_checkable

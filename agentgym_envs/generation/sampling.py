@@ -4,6 +4,8 @@
 in agent rollouts a few long replies then hold up many short ones.  :func:`sample_batch`
 removes a row from the batch (and from the KV cache) as soon as it samples a stop id,
 computes logits only for the last position, and returns the sampled ids verbatim.
+:func:`decode` also records, per sampled id, its log-probability and the entropy of the distribution it was
+drawn from (both at the temperature, before top-k/top-p filtering: the quantities the trainer computes).
 
 It implements temperature, top-k and top-p sampling (and greedy decoding); the trainer falls
 back to ``generate`` for anything else (repetition penalty, min-p, custom generation kwargs).
@@ -43,6 +45,9 @@ def _filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None)
 class Decoded:
     """What :func:`decode` sampled for each row, and (if asked) each row's cache when it finished.
 
+    ``logprobs[r][i]`` and ``entropies[r][i]`` are the log-probability of ``ids[r][i]`` and the full-vocabulary
+    entropy of ``softmax(logits / temperature)`` at that position, both before top-k/top-p filtering.
+
     ``row_cache[r]`` holds, per layer, ``(keys, values)`` of shape ``(1, heads, length, dim)`` for the
     row's context plus its sampled ids except the last one (which was sampled but never fed).
     """
@@ -50,6 +55,7 @@ class Decoded:
     ids: list[list[int]]
     logprobs: list[list[float]]
     row_cache: list[list[tuple[torch.Tensor, torch.Tensor]] | None] = field(default_factory=list)
+    entropies: list[list[float]] = field(default_factory=list)
 
 
 def _row_kv(cache: Any, index: int, mask: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -81,13 +87,14 @@ def decode(
 
     A row leaves the batch (and the cache) when it samples a stop id.  Log-probabilities are those of
     the sampled ids under ``log_softmax(logits / temperature)`` (no top-k/top-p renormalisation), the
-    quantity the trainer computes again in its loss.
+    quantity the trainer computes again in its loss; entropies are those of the same full-vocabulary
+    distribution (``-sum_v p_v log p_v``), the trainer's entropy (ERC's and AEPO's old entropy).
     """
     n = logits.size(0)
     device = logits.device
     stop = torch.as_tensor(list(stop_ids), device=device, dtype=torch.long)
     active = torch.arange(n, device=device)
-    results = Decoded([[] for _ in range(n)], [[] for _ in range(n)], [None] * n)
+    results = Decoded([[] for _ in range(n)], [[] for _ in range(n)], [None] * n, [[] for _ in range(n)])
     scale = max(temperature, 1e-6)
     for step in range(max_new_tokens):
         logits = logits.float() / scale
@@ -98,9 +105,13 @@ def decode(
         else:
             tokens = logits.argmax(-1)
         chosen = logp.gather(-1, tokens[:, None]).squeeze(-1)
-        for row, token, lp in zip(active.tolist(), tokens.tolist(), chosen.tolist(), strict=True):
+        # One more reduction over the vocabulary, on log-probs already in memory; one transfer for both.
+        entropy = -(logp.exp() * logp).sum(-1)
+        chosen_lp, chosen_h = torch.stack([chosen, entropy]).tolist()
+        for row, token, lp, h in zip(active.tolist(), tokens.tolist(), chosen_lp, chosen_h, strict=True):
             results.ids[row].append(token)
             results.logprobs[row].append(lp)
+            results.entropies[row].append(h)
         finished = torch.isin(tokens, stop) if stop.numel() else torch.zeros_like(tokens, dtype=torch.bool)
         if step == max_new_tokens - 1:
             finished = torch.ones_like(finished)

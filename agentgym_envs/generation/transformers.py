@@ -29,7 +29,7 @@ Example:
     >>> backend = TransformersBackend(model, pad_id=tok.pad_token_id,
     ...                               settings=SamplingSettings(stop_ids=(tok.eos_token_id,), seed=0))  # doctest: +SKIP
     >>> out = backend.generate([GenerationRequest("ep0", [5, 6, 7])], max_new_tokens=8)[0]         # doctest: +SKIP
-    >>> out.ids, out.logprobs, out.finish_reason                                                  # doctest: +SKIP
+    >>> out.ids, out.logprobs, out.entropies, out.finish_reason                                   # doctest: +SKIP
     >>> backend.release(["ep0"])                                                                  # doctest: +SKIP
 """
 
@@ -109,7 +109,7 @@ class TransformersBackend:
         if not requests:
             return []
         if max_new_tokens < 1:
-            return [GenerationOutput([], [], "length") for _ in requests]
+            return [GenerationOutput([], [], "length", entropies=[]) for _ in requests]
         if any(not r.context_ids for r in requests):
             raise ValueError("every request needs a non-empty context")
         context = self._model_context() if self._model_context is not None else contextlib.nullcontext(self.model)
@@ -276,7 +276,11 @@ class TransformersBackend:
             if carry and decoded.row_cache[row] is not None:
                 self._cache[request.key] = _Cached(list(request.context_ids) + ids[:-1], decoded.row_cache[row])
             reason = "stop" if ids and ids[-1] in stops else "length"
-            outputs.append(GenerationOutput(ids=ids, logprobs=decoded.logprobs[row], finish_reason=reason))
+            outputs.append(
+                GenerationOutput(
+                    ids=ids, logprobs=decoded.logprobs[row], finish_reason=reason, entropies=decoded.entropies[row]
+                )
+            )
         return outputs
 
 

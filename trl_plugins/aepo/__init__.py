@@ -9,7 +9,8 @@ module           what it holds
                  :func:`aepo_entropy_advantages`, :func:`aepo_policy_loss`
 ``branching``    :func:`run_branching_episodes` (the dynamic entropy-balanced rollout, on the engine's fork
                  :func:`agentgym_envs.engine.fork_episode`), :class:`BranchingStats`, :func:`aepo_rollout_budget`,
-                 :func:`aepo_branch_probability`, :class:`BranchPenaltyState`, :func:`action_entropies`
+                 :func:`aepo_branch_probability`, :class:`BranchPenaltyState`, :func:`action_entropies`,
+                 :func:`recorded_action_entropies`
 ===============  ====================================================================================================
 
 The trainer reads it from one field, ``AgentGRPOConfig.aepo`` (an :class:`AEPOConfig`, a mapping in YAML, JSON text on
@@ -31,6 +32,7 @@ from trl_plugins.aepo.branching import (
     action_entropies,
     aepo_branch_probability,
     aepo_rollout_budget,
+    recorded_action_entropies,
     run_branching_episodes,
 )
 from trl_plugins.aepo.config import AEPOBranchConfig, AEPOConfig
@@ -48,5 +50,6 @@ __all__ = [
     "aepo_entropy_advantages",
     "aepo_policy_loss",
     "aepo_rollout_budget",
+    "recorded_action_entropies",
     "run_branching_episodes",
 ]

@@ -7,7 +7,8 @@
   :func:`~agentgym_envs.engine.apply_action`) and its fork (:func:`~agentgym_envs.engine.fork_episode`: an episode
   and its environment's state); :class:`BranchingStats` is what it counts;
 * :func:`action_entropies`: the sampling policy's entropy (at the sampling temperature) over sampled actions (the
-  branching signal, an :data:`EntropyFn`).
+  branching signal, an :data:`EntropyFn`); :func:`recorded_action_entropies`: the same numbers read from what a
+  sampler that records entropies (``GenerationOutput.entropies``) gave, which the rollout uses instead of a forward.
 
 Example:
     >>> aepo_rollout_budget(1.0, 1.0, k=12)
@@ -49,6 +50,7 @@ __all__ = [
     "action_entropies",
     "aepo_branch_probability",
     "aepo_rollout_budget",
+    "recorded_action_entropies",
     "run_branching_episodes",
 ]
 
@@ -190,6 +192,42 @@ class _Group:
         return self.used >= len(self.slots)
 
 
+def recorded_action_entropies(
+    sampled: Sequence[GenerationOutput],
+    sampled_at: float | None,
+    entropy_temperature: float | None,
+    entropy_tokens: int,
+) -> list[float | None]:
+    """What :func:`action_entropies` gives each sampled action, read from the entropies its sampler recorded.
+
+    ``sampled_at`` is the backend's sampling temperature, ``entropy_temperature`` the one the rollout's
+    :data:`EntropyFn` takes its entropies at (``None``: unknown).  An action's value is the mean of its first
+    ``entropy_tokens`` recorded entropies: :func:`action_entropies` over ``ids[:entropy_tokens]`` averages the
+    same positions of the same distribution, ``softmax(logits / T)`` over the whole vocabulary (the sampler records
+    it before top-k/top-p filtering), after the same context, from the same weights.  ``None`` where the recorded
+    numbers are not that quantity, so the caller runs its entropy forward: no entropies recorded (vLLM, OpenAI and
+    callable backends, which may re-tokenise text), not one per sampled id, another temperature, or an empty reply.
+
+    Example:
+        >>> out = GenerationOutput(ids=[5, 6, 7], logprobs=None, finish_reason="length", entropies=[1.0, 2.0, 6.0])
+        >>> recorded_action_entropies([out], 0.7, 0.7, entropy_tokens=2), recorded_action_entropies([out], 0.7, 1.0, 2)
+        ([1.5], [None])
+    """
+    if entropy_temperature is None or sampled_at != entropy_temperature:
+        return [None] * len(sampled)
+    out: list[float | None] = []
+    for output in sampled:
+        recorded = output.entropies
+        # An empty reply's branching entropy is that of its first sampled position, which nothing recorded; a count
+        # other than one per id means they do not lie along the ids the entropy forward would read.
+        if not recorded or len(recorded) != len(output.ids):
+            out.append(None)
+            continue
+        head = recorded[:entropy_tokens]
+        out.append(sum(head) / len(head))
+    return out
+
+
 class _BranchingRollout:
     """One call of :func:`run_branching_episodes`: the groups, the episodes and the environment each plays in."""
 
@@ -204,9 +242,11 @@ class _BranchingRollout:
         branching: AEPOBranchConfig,
         stats: BranchingStats,
         rng: random.Random,
+        entropy_temperature: float | None = None,
     ) -> None:
         self.envs = list(envs)
         self.backend, self.entropy_fn, self.fmt, self.config = backend, entropy_fn, fmt, config
+        self.entropy_temperature = entropy_temperature
         self.branching, self.stats, self.rng = branching, stats, rng
         self.run = new_run_id()
         self.groups: dict[Hashable, _Group] = {}
@@ -270,16 +310,27 @@ class _BranchingRollout:
         return live, contexts
 
     def generate(self, live: list[int], contexts: list[list[int]]) -> tuple[list[GenerationOutput], list[float]]:
-        """Each live episode's next action and its entropy over the first ``entropy_tokens`` tokens."""
+        """Each live episode's next action and its entropy over the first ``entropy_tokens`` tokens.
+
+        The entropy comes from what the sampler recorded where that is :func:`action_entropies`' number (no forward
+        whose result is already known); the others from ``entropy_fn``, in one call.
+        """
         t0 = time.perf_counter()
         requests = [GenerationRequest((self.run, i), ctx) for i, ctx in zip(live, contexts, strict=True)]
         sampled = self.backend.generate(requests, self.config.max_new_tokens)
-        entropies = self.entropy_fn(contexts, [list(a.ids[: self.branching.entropy_tokens]) for a in sampled])
+        n = self.branching.entropy_tokens
+        sampled_at = getattr(getattr(self.backend, "settings", None), "temperature", None)
+        entropies = recorded_action_entropies(sampled, sampled_at, self.entropy_temperature, n)
+        missing = [j for j, h in enumerate(entropies) if h is None]
+        if missing:
+            computed = self.entropy_fn([contexts[j] for j in missing], [list(sampled[j].ids[:n]) for j in missing])
+            for j, h in zip(missing, computed, strict=True):
+                entropies[j] = h
         elapsed = time.perf_counter() - t0
         self.stats.generate_seconds += elapsed
         self.stats.turn_generate_seconds.append(elapsed)
         self.stats.generate_calls += 1
-        return sampled, entropies
+        return sampled, entropies  # type: ignore[return-value]
 
     def observe(self, i: int, entropy: float) -> bool:
         """Record episode ``i``'s entropy at this step; whether to fork it here (before its action is applied)."""
@@ -360,6 +411,7 @@ def run_branching_episodes(
     branching: AEPOBranchConfig | None = None,
     stats: BranchingStats | None = None,
     rng: random.Random | None = None,
+    entropy_temperature: float | None = None,
 ) -> list[Episode]:
     """AEPO's dynamic entropy-balanced rollout: ``k`` samples per group, ``m`` independent and ``k - m`` branches.
 
@@ -368,6 +420,13 @@ def run_branching_episodes(
     ``generate_fn(contexts, max_new_tokens)``, ``entropy_fn`` the policy's entropy over sampled actions
     (:func:`action_entropies`).  Returns the ``len(tasks)`` episodes; a branch records the episode it was forked from
     and the turn (``Episode.parent``, ``Episode.branch_turn``).
+
+    ``entropy_temperature``: the temperature ``entropy_fn`` takes the sampling policy's entropy at (what
+    :func:`action_entropies` is given; stating it says ``entropy_fn`` scores with the backend's weights).  When the
+    backend samples at it and records entropies
+    (:class:`~agentgym_envs.generation.transformers.TransformersBackend`), an action's entropy is read from them
+    (:func:`recorded_action_entropies`) and ``entropy_fn`` runs only for the others: the same numbers, no forward.
+    ``None`` (default): ``entropy_fn`` gives every entropy.
 
     Per group (the ``k`` tasks sharing a group key): a probe episode plays first, alone (pre-monitoring).
     Its first turn's entropy is ``H_root``; ``H_tool`` is the mean entropy of its tool-call steps (the turns
@@ -392,7 +451,9 @@ def run_branching_episodes(
     check_stop_ids(backend, fmt, config)
     stats = stats if stats is not None else BranchingStats()
     rng = rng if rng is not None else random.Random(branching.seed)
-    return _BranchingRollout(envs, tasks, backend, entropy_fn, fmt, config, branching, stats, rng).play()
+    return _BranchingRollout(
+        envs, tasks, backend, entropy_fn, fmt, config, branching, stats, rng, entropy_temperature
+    ).play()
 
 
 def action_entropies(

@@ -311,8 +311,8 @@ class AgentGRPOTrainer(HeldOutEvaluation, GenerationMixin, GRPOTrainer):
             stats = RolloutStats()
             return run_episodes(envs, tasks, backend, self.chat_format, self.rollout_config, stats), stats
         stats = BranchingStats()
-        # entropy_temperature: the transformers sampler's recorded entropies stand in for action_entropies' forward
-        # (an asynchronous producer's are its model copy's: the policy that sampled the actions).
+        # entropy_temperature: the transformers sampler's recorded entropies (same weights, this temperature) stand
+        # in for action_entropies' forward, which then runs only for backends that record none (vLLM, "generate").
         episodes = run_branching_episodes(
             envs, tasks, backend, self.chat_format, self.rollout_config, entropy_fn=self.action_entropies,
             branching=branching, stats=stats, rng=self._aepo_rng, entropy_temperature=self.temperature,

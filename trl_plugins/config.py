@@ -123,6 +123,12 @@ class AgentGRPOConfig(GRPOConfig):
             log-probs (and entropies, for ERC and AEPO's ``use_old_entropy``) are the old ones when they equal the
             trainer's (same weights, temperature and contexts; no dropout, no mixed-precision autocast).  Same loss and gradients, one forward fewer (see
             ``docs/trainer.md``).
+        share_group_prompts: in the loss forward, rows of a micro-batch with token-identical prompts (the episodes
+            of a GRPO group) run the prompt once (batch 1, with grad) and their completions on its KV cache, repeated
+            to the rows: the same log-probs, entropies and gradients up to float rounding, with the prompt's
+            forward and backward done once per set instead of once per row.  Applies to plain decoder-only
+            ``*ForCausalLM`` models without gradient checkpointing or active dropout; elsewhere, and in micro-batches
+            where no two rows share a prompt, the usual forward runs (see ``docs/trainer.md``).
         env_workers: where the environments of a batch step: ``"inprocess"``, ``"process"`` (worker processes,
             :func:`agentgym_envs.workers.make_workers`: they step in parallel, a crashed one truncates its episode
             and is replaced), ``"ray"`` (Ray actors) or ``"auto"`` (default: processes for the slow families
@@ -214,6 +220,13 @@ class AgentGRPOConfig(GRPOConfig):
         metadata={
             "help": "take old log-probs/entropies from the loss's forward (on-policy) or the sampler (off-policy, "
             "where they equal the trainer's) instead of a separate no-grad forward"
+        },
+    )
+    share_group_prompts: bool = field(
+        default=False,
+        metadata={
+            "help": "in the loss forward, run a prompt that several rows of a micro-batch share (a GRPO group's) "
+            "once and its rows' completions on its KV cache (same log-probs and gradients, fewer tokens)"
         },
     )
     env_workers: str = field(default="auto", metadata={"help": "auto, inprocess, process or ray"})

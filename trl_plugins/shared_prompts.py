@@ -124,8 +124,13 @@ def shared_prompt_logps_and_entropy(
         prompt = prompt_ids[rows[0]][prompt_mask[rows[0]].bool()]
         used = int(completion_mask[index].sum(1).max())
         logps, entropy = _shared_set_scores(
-            head_model, prompt, completion_ids[index, :used], completion_mask[index, :used], mask[index, :used],
-            accelerator, temperature,
+            head_model,
+            prompt,
+            completion_ids[index, :used],
+            completion_mask[index, :used],
+            mask[index, :used],
+            accelerator,
+            temperature,
         )
         pieces.append((rows, logps, entropy))
     shared = {row for rows in sets for row in rows}

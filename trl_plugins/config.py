@@ -127,8 +127,9 @@ class AgentGRPOConfig(GRPOConfig):
             of a GRPO group) run the prompt once (batch 1, with grad) and their completions on its KV cache, repeated
             to the rows: the same log-probs, entropies and gradients up to float rounding, with the prompt's
             forward and backward done once per set instead of once per row.  Applies to plain decoder-only
-            ``*ForCausalLM`` models without gradient checkpointing or active dropout; elsewhere, and in micro-batches
-            where no two rows share a prompt, the usual forward runs (see ``docs/trainer.md``).
+            ``*ForCausalLM`` models without gradient checkpointing (set ``gradient_checkpointing=False``: GRPOConfig
+            turns it on by default; a warning says so) or active dropout; elsewhere, and in micro-batches where no
+            two rows share a prompt, the usual forward runs (see ``docs/trainer.md``).
         env_workers: where the environments of a batch step: ``"inprocess"``, ``"process"`` (worker processes,
             :func:`agentgym_envs.workers.make_workers`: they step in parallel, a crashed one truncates its episode
             and is replaced), ``"ray"`` (Ray actors) or ``"auto"`` (default: processes for the slow families
@@ -292,6 +293,14 @@ class AgentGRPOConfig(GRPOConfig):
             self.dataloader_pin_memory = bool(torch.accelerator.is_available())
         self._warn_unused_trl_limits()
         super().__post_init__()
+        if self.share_group_prompts and self.gradient_checkpointing:
+            # transformers drops the KV cache under gradient checkpointing while training: nothing to share on
+            warnings.warn(
+                "share_group_prompts has no effect with gradient_checkpointing=True (GRPOConfig's default); "
+                "set gradient_checkpointing=False to use it",
+                UserWarning,
+                stacklevel=3,
+            )
         if self.context_mode not in CONTEXT_MODES:
             raise TrainerConfigError(f"context_mode must be one of {CONTEXT_MODES}, not {self.context_mode!r}")
         self._check_advantage_estimator()

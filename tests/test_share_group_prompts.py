@@ -13,7 +13,9 @@ import pytest
 import torch
 from accelerate import Accelerator
 from test_trainer import make_args, trainer_for
+from trainer_toys import letter_env, toy_run_settings
 
+from trl_plugins import AgentPPOConfig, AgentPPOTrainer
 from trl_plugins.batch import model_inputs, pad_samples
 from trl_plugins.models import tiny_model, tiny_tokenizer
 from trl_plugins.scoring import token_logps_and_entropy
@@ -212,3 +214,20 @@ def test_train_with_shared_prompts_takes_the_same_step(tok, tmp_path):
     for name, value in weights[0].items():
         torch.testing.assert_close(weights[1][name], value, atol=1e-5, rtol=1e-4)
     assert tokens[1][0] < tokens[0][0]  # the same rollouts (same seed); the loss forward ran over fewer tokens
+
+
+def test_ppo_policy_scores_share_the_prompt_and_the_value_head_is_unchanged(tok, tmp_path):
+    settings = toy_run_settings(tmp_path, learning_rate=1e-2, per_device_train_batch_size=8, beta=0.0)
+    args = AgentPPOConfig(**settings, ppo={"critic": "head"})
+    trainer = AgentPPOTrainer(
+        tiny_model(tok), args=args, processing_class=tok, env_factory=lambda: letter_env(target=2)
+    )
+    batch = group_batch(trainer)
+    assert shared_prompt_sets(batch["prompt_ids"], batch["prompt_mask"])
+    loss, grads, tokens = loss_grads_and_tokens(trainer, batch, share=False)
+    s_loss, s_grads, s_tokens = loss_grads_and_tokens(trainer, batch, share=True)
+    assert s_loss == pytest.approx(loss, abs=1e-5)
+    assert any("value_head" in name for name in grads) and grads.keys() == s_grads.keys()
+    for name in grads:
+        torch.testing.assert_close(s_grads[name], grads[name], atol=1e-5, rtol=1e-4)
+    assert s_tokens[0] < tokens[0]

@@ -14,6 +14,7 @@ import torch
 from accelerate import Accelerator
 from test_trainer import make_args, trainer_for
 from trainer_toys import letter_env, toy_run_settings
+from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from trl_plugins import AgentPPOConfig, AgentPPOTrainer
 from trl_plugins.batch import model_inputs, pad_samples
@@ -127,6 +128,11 @@ def test_sharing_is_refused_where_it_would_not_be_exact(tok):
     assert shared_prompt_model(dropping, accelerator) is None
     dropping.eval()
     assert shared_prompt_model(dropping, accelerator) is dropping
+    small = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
+    full = Qwen2ForCausalLM(Qwen2Config(**small))
+    windowed = Qwen2ForCausalLM(Qwen2Config(**small, use_sliding_window=True, sliding_window=4, max_window_layers=0))
+    assert shared_prompt_model(full, accelerator) is full
+    assert shared_prompt_model(windowed, accelerator) is None  # its cache keeps only the window's last keys
 
 
 def group_batch(trainer) -> dict:

@@ -66,7 +66,9 @@ def shared_prompt_model(model: Any, accelerator: Any) -> Any:
 
     ``None`` for: a wrapped model or a scaled/soft-capped LM head (no plain backbone + head:
     :func:`~trl_plugins.scoring.plain_head_model`); encoder-decoder and multimodal models (the prompt's token ids
-    are not all the model sees); a backbone whose forward takes no ``past_key_values``; gradient checkpointing
+    are not all the model sees); a backbone whose forward takes no ``past_key_values`` or with layers other than full
+    attention (sliding-window, linear or recurrent layers keep a cache that is not the prompt's keys and values,
+    in full, to repeat); gradient checkpointing
     (transformers turns the cache off while training with it); dropout in training mode (one dropout mask on the
     prompt would stand in for G independent ones).
     """
@@ -79,11 +81,21 @@ def shared_prompt_model(model: Any, accelerator: Any) -> Any:
     backbone = getattr(head_model, head_model.base_model_prefix)
     if "past_key_values" not in inspect.signature(backbone.forward).parameters:
         return None
+    if not _full_attention_only(config):
+        return None
     if getattr(head_model, "is_gradient_checkpointing", False):
         return None
     if model.training and dropout_active(model):
         return None
     return head_model
+
+
+def _full_attention_only(config: Any) -> bool:
+    """Whether every layer is full attention, whose KV cache is all of the prompt's keys and values."""
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types is not None:
+        return all(kind == "full_attention" for kind in layer_types)
+    return getattr(config, "sliding_window", None) is None  # e.g. Mistral: a window but no layer_types
 
 
 def shared_prompt_logps_and_entropy(

@@ -127,9 +127,10 @@ class AgentGRPOConfig(GRPOConfig):
             of a GRPO group) run the prompt once (batch 1, with grad) and their completions on its KV cache, repeated
             to the rows: the same log-probs, entropies and gradients up to float rounding, with the prompt's
             forward and backward done once per set instead of once per row.  Applies to plain decoder-only
-            ``*ForCausalLM`` models without gradient checkpointing (set ``gradient_checkpointing=False``: GRPOConfig
-            turns it on by default; a warning says so) or active dropout; elsewhere, and in micro-batches where no
-            two rows share a prompt, the usual forward runs (see ``docs/trainer.md``).
+            full-attention ``*ForCausalLM`` models without gradient checkpointing (set
+            ``gradient_checkpointing=False``: GRPOConfig turns it on by default; a warning says so) or active
+            dropout; elsewhere, and in micro-batches where no two rows share a prompt, the usual forward runs (see
+            ``docs/trainer.md``).
         env_workers: where the environments of a batch step: ``"inprocess"``, ``"process"`` (worker processes,
             :func:`agentgym_envs.workers.make_workers`: they step in parallel, a crashed one truncates its episode
             and is replaced), ``"ray"`` (Ray actors) or ``"auto"`` (default: processes for the slow families

@@ -66,11 +66,10 @@ def shared_prompt_model(model: Any, accelerator: Any) -> Any:
 
     ``None`` for: a wrapped model or a scaled/soft-capped LM head (no plain backbone + head:
     :func:`~trl_plugins.scoring.plain_head_model`); encoder-decoder and multimodal models (the prompt's token ids
-    are not all the model sees); a backbone whose forward takes no ``past_key_values`` or with layers other than full
-    attention (sliding-window, linear or recurrent layers keep a cache that is not the prompt's keys and values,
-    in full, to repeat); gradient checkpointing
-    (transformers turns the cache off while training with it); dropout in training mode (one dropout mask on the
-    prompt would stand in for G independent ones).
+    are not all the model sees); a backbone whose forward takes no ``past_key_values``, or with layers other than
+    full attention (sliding-window, linear or recurrent layers keep a cache that is not all of the prompt's keys and
+    values); gradient checkpointing (transformers turns the cache off while training with it); dropout in training
+    mode (one dropout mask on the prompt would stand in for G independent ones).
     """
     head_model = plain_head_model(model, accelerator)
     if head_model is None:

@@ -566,7 +566,9 @@ class AgentGRPOTrainer(HeldOutEvaluation, GenerationMixin, GRPOTrainer):
     def _shared_prompt_scores(self, model: Any, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor] | None:
         """``share_group_prompts``: the micro-batch's log-probs and entropies with each prompt that several rows
         share run once (:mod:`trl_plugins.shared_prompts`), or ``None`` where that does not apply (no two rows share
-        a prompt; a model or setting where it would not be exact, see :func:`~trl_plugins.shared_prompts.shared_prompt_model`)."""
+        a prompt; a model or setting where it would not be exact:
+        :func:`~trl_plugins.shared_prompts.shared_prompt_model`).  Rows of their own go through
+        :meth:`token_logps_and_entropy`."""
         head_model = shared_prompt_model(model, self.accelerator)
         if head_model is None:
             return None

@@ -168,12 +168,14 @@ def loss_grads_and_tokens(trainer, batch: dict, share: bool):
 )
 def test_a_training_step_gives_the_same_loss_and_gradients_over_fewer_tokens(tok, tmp_path, settings):
     args = make_args(
-        tmp_path, num_generations=4, per_device_train_batch_size=8, max_turns=3, max_new_tokens_per_turn=4, **settings
+        tmp_path, num_generations=4, per_device_train_batch_size=8, max_turns=2, max_new_tokens_per_turn=4, **settings
     )
     trainer = trainer_for(tok, args)
     batch = group_batch(trainer)
     assert shared_prompt_sets(batch["prompt_ids"], batch["prompt_mask"])
     assert batch["advantages"].abs().sum() > 0  # a loss with a gradient
+    if settings.get("context_mode") == "stepwise":  # more turns than per_device_train_batch_size: scored in pieces
+        assert batch["completion_ids"].size(0) > args.per_device_train_batch_size
     loss, grads, tokens = loss_grads_and_tokens(trainer, batch, share=False)
     s_loss, s_grads, s_tokens = loss_grads_and_tokens(trainer, batch, share=True)
     assert s_loss == pytest.approx(loss, abs=1e-5)

@@ -48,6 +48,8 @@ Fairness (what the rows share, checked and printed):
   old-log-prob forward wherever TRL runs one), to measure that saving alone; ``--num-iterations 2`` (off-policy:
   the transformers sampler's log-probs stand in for that forward), ``--loss-hooks erc`` (old entropies) and
   ``--beta`` select the forwards in play.
+* ``ours-shared``: ``ours`` with ``share_group_prompts=True`` (the loss forward runs each group's shared prompt once
+  and the completions on its KV cache); without ``--gradient-checkpointing`` only (under it nothing is shared).
 
 What still differs (printed): TRL prefills the whole conversation with ``generate`` on every turn (no cache
 across turns), renders each tool result with the chat template (two ``apply_chat_template`` calls per call)
@@ -60,6 +62,7 @@ Usage::
     .venv/bin/python benchmarks/train_throughput.py                      # CUDA if available, else CPU
     .venv/bin/python benchmarks/train_throughput.py --quick              # 4 episodes x 3 turns x 32 tokens
     .venv/bin/python benchmarks/train_throughput.py --quick --rows ours,ours-noreuse --num-iterations 2
+    .venv/bin/python benchmarks/train_throughput.py --quick --rows ours,ours-shared
     .venv/bin/python benchmarks/train_throughput.py --quick --vllm-python /tmp/venv-vllm/bin/python
     .venv/bin/python benchmarks/train_throughput.py --json results/train_throughput.json
 """
@@ -86,10 +89,11 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 #: The command every reply is forced to (``--reply forced``): valid in every text game, never ends an episode.
 FORCED_COMMAND = "look"
-ROWS = ("ours", "ours-noreuse", "ours-fresh", "trl", "ours-vllm", "ours-vllm-noreuse")
+ROWS = ("ours", "ours-noreuse", "ours-shared", "ours-fresh", "trl", "ours-vllm", "ours-vllm-noreuse")
 DESCRIPTIONS = {
     "ours": "agentgym AgentGRPOTrainer (transformers, KV cache carried)",
     "ours-noreuse": "agentgym AgentGRPOTrainer (transformers, reuse_sampling_logprobs=False)",
+    "ours-shared": "agentgym AgentGRPOTrainer (transformers, share_group_prompts=True)",
     "ours-fresh": "agentgym AgentGRPOTrainer (transformers, fresh prefill)",
     "trl": "TRL GRPOTrainer + environment_factory",
     "ours-vllm": "agentgym AgentGRPOTrainer (vLLM colocate)",
@@ -345,7 +349,9 @@ def summary(rollouts: list[dict[str, Any]], timer: Any, opts: argparse.Namespace
 
 
 # ---- the rows --------------------------------------------------------------------------------------
-def run_ours(opts: argparse.Namespace, carry: bool, vllm: bool = False, reuse: bool = True) -> dict[str, Any]:
+def run_ours(
+    opts: argparse.Namespace, carry: bool, vllm: bool = False, reuse: bool = True, share: bool = False
+) -> dict[str, Any]:
     from trl_plugins.config import AgentGRPOConfig
     from trl_plugins.trainer import AgentGRPOTrainer
 
@@ -379,6 +385,7 @@ def run_ours(opts: argparse.Namespace, carry: bool, vllm: bool = False, reuse: b
         # TRL's top_k=0 means "off"; the engine's SamplingSettings spells that None (and rejects 0)
         top_k=None,
         reuse_sampling_logprobs=reuse,
+        share_group_prompts=share,
         loss_hooks=list(opts.loss_hooks),
         **vllm_settings,
     )
@@ -555,7 +562,8 @@ def child(opts: argparse.Namespace) -> int:
             result = run_trl(opts)
         else:
             result = run_ours(
-                opts, carry=opts.child != "ours-fresh", vllm="vllm" in opts.child, reuse="noreuse" not in opts.child
+                opts, carry=opts.child != "ours-fresh", vllm="vllm" in opts.child, reuse="noreuse" not in opts.child,
+                share=opts.child == "ours-shared",
             )
         result["threads"] = torch.get_num_threads()
     except Exception as exc:  # noqa: BLE001 - one row's failure is reported, the others still run
@@ -646,7 +654,8 @@ def report(results: list[dict[str, Any]], opts: argparse.Namespace, device_name:
                   f"carried caches, {r['shared_tokens']} shared within a batch; generation {r['generate_seconds']:.2f}s")
     ok = {r["row"]: r for r in results if "error" not in r and r.get("step_time_s")}
     pairs = [("trl", "ours"), ("trl", "ours-vllm"), ("ours", "ours-vllm"), ("ours-noreuse", "ours"),
-             ("ours-vllm-noreuse", "ours-vllm"), ("trl", "ours-noreuse"), ("ours", "ours-fresh")]
+             ("ours-vllm-noreuse", "ours-vllm"), ("trl", "ours-noreuse"), ("ours", "ours-fresh"),
+             ("ours", "ours-shared")]
     for slow, fast in pairs:
         if slow in ok and fast in ok:
             a, b = ok[slow], ok[fast]

@@ -123,6 +123,14 @@ class AgentGRPOConfig(GRPOConfig):
             log-probs (and entropies, for ERC and AEPO's ``use_old_entropy``) are the old ones when they equal the
             trainer's (same weights, temperature and contexts; no dropout, no mixed-precision autocast).  Same loss and gradients, one forward fewer (see
             ``docs/trainer.md``).
+        share_group_prompts: in the loss forward, rows of a micro-batch with token-identical prompts (the episodes
+            of a GRPO group) run the prompt once (batch 1, with grad) and their completions on its KV cache, repeated
+            to the rows: the same log-probs, entropies and gradients up to float rounding, with the prompt's
+            forward and backward done once per set instead of once per row.  Applies to plain decoder-only
+            full-attention ``*ForCausalLM`` models without gradient checkpointing (set
+            ``gradient_checkpointing=False``: GRPOConfig turns it on by default; a warning says so) or active
+            dropout; elsewhere, and in micro-batches where no two rows share a prompt, the usual forward runs (see
+            ``docs/trainer.md``).
         env_workers: where the environments of a batch step: ``"inprocess"``, ``"process"`` (worker processes,
             :func:`agentgym_envs.workers.make_workers`: they step in parallel, a crashed one truncates its episode
             and is replaced), ``"ray"`` (Ray actors) or ``"auto"`` (default: processes for the slow families
@@ -216,6 +224,13 @@ class AgentGRPOConfig(GRPOConfig):
             "where they equal the trainer's) instead of a separate no-grad forward"
         },
     )
+    share_group_prompts: bool = field(
+        default=False,
+        metadata={
+            "help": "in the loss forward, run a prompt that several rows of a micro-batch share (a GRPO group's) "
+            "once and its rows' completions on its KV cache (same log-probs and gradients, fewer tokens)"
+        },
+    )
     env_workers: str = field(default="auto", metadata={"help": "auto, inprocess, process or ray"})
     env_processes: int | None = field(default=None, metadata={"help": "worker processes (default: CPU cores)"})
     env_step_timeout_s: float | None = field(
@@ -279,6 +294,14 @@ class AgentGRPOConfig(GRPOConfig):
             self.dataloader_pin_memory = bool(torch.accelerator.is_available())
         self._warn_unused_trl_limits()
         super().__post_init__()
+        if self.share_group_prompts and self.gradient_checkpointing:
+            # transformers drops the KV cache under gradient checkpointing while training: nothing to share on
+            warnings.warn(
+                "share_group_prompts has no effect with gradient_checkpointing=True (GRPOConfig's default); "
+                "set gradient_checkpointing=False to use it",
+                UserWarning,
+                stacklevel=3,
+            )
         if self.context_mode not in CONTEXT_MODES:
             raise TrainerConfigError(f"context_mode must be one of {CONTEXT_MODES}, not {self.context_mode!r}")
         self._check_advantage_estimator()

@@ -86,6 +86,7 @@ from trl_plugins.hooks import (
 from trl_plugins.options import check_prompt_budget, check_trl_options
 from trl_plugins.run_log import MetricsLogCallback
 from trl_plugins.scoring import dropout_active, token_logps_and_entropy
+from trl_plugins.shared_prompts import shared_prompt_logps_and_entropy, shared_prompt_model
 from trl_plugins.trl_warnings import warn_if_vllm_untested
 from trl_plugins.vllm_colocate import importance_sampling_ratio
 
@@ -556,9 +557,31 @@ class AgentGRPOTrainer(HeldOutEvaluation, GenerationMixin, GRPOTrainer):
         """What the model gives per completion token of a micro-batch, ``(rows, tokens)`` each: ``"logps"`` and
         ``"entropy"`` (a subclass adds its own, e.g. PPO's ``"values"``); the loss depends on the model only
         through them (:meth:`compute_loss` relies on it to split a micro-batch exactly)."""
-        input_ids, attention_mask, logits_to_keep, mask = batching.model_inputs(inputs)
-        logps, entropy = self.token_logps_and_entropy(model, input_ids, attention_mask, logits_to_keep, mask)
+        shared = self._shared_prompt_scores(model, inputs) if self.args.share_group_prompts else None
+        if shared is not None:
+            logps, entropy = shared
+        else:
+            input_ids, attention_mask, logits_to_keep, mask = batching.model_inputs(inputs)
+            logps, entropy = self.token_logps_and_entropy(model, input_ids, attention_mask, logits_to_keep, mask)
         return {"logps": logps, "entropy": entropy}
+
+    def _shared_prompt_scores(self, model: Any, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``share_group_prompts``: the micro-batch's log-probs and entropies with each prompt that several rows
+        share run once (:mod:`trl_plugins.shared_prompts`), or ``None`` where that does not apply (no two rows share
+        a prompt; a model or setting where it would not be exact:
+        :func:`~trl_plugins.shared_prompts.shared_prompt_model`).  Rows of their own go through
+        :meth:`token_logps_and_entropy`."""
+        head_model = shared_prompt_model(model, self.accelerator)
+        if head_model is None:
+            return None
+
+        def score_rows(rows: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+            input_ids, attention_mask, logits_to_keep, mask = batching.model_inputs(rows)
+            return self.token_logps_and_entropy(model, input_ids, attention_mask, logits_to_keep, mask)
+
+        return shared_prompt_logps_and_entropy(
+            head_model, inputs, accelerator=self.accelerator, score_rows=score_rows, temperature=self.temperature
+        )
 
     def loss_from_scores(self, inputs: dict[str, Any], scores: dict[str, torch.Tensor]) -> torch.Tensor:
         """The loss of a micro-batch from its :meth:`token_scores` (and the loss metrics logged once)."""

@@ -68,8 +68,11 @@ def one_step(out: str, env_id: str, loss_hooks: list[str]) -> dict[str, object]:
     if sharding is not None and ran != sharding:
         raise SystemExit(f"asked for {sharding} but Accelerate set up {ran} on this machine")
     trainer.train()
-    trained = trainer.accelerator.get_state_dict(trainer.model_wrapped)  # full weights (gathered from the shards)
-    moved = max(float((trained[n].float() - p.float()).abs().max()) for n, p in before.items() if n in trained)
+    # Full weights, gathered from the shards; under ZeRO-3 only the main process receives them (None elsewhere).
+    trained = trainer.accelerator.get_state_dict(trainer.model_wrapped)
+    moved = None
+    if trained is not None:
+        moved = max(float((trained[n].float() - p.float()).abs().max()) for n, p in before.items() if n in trained)
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
     return {
         "distributed_type": str(trainer.accelerator.distributed_type),

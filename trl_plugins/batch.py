@@ -39,24 +39,24 @@ __all__ = [
 ]
 
 
+def _along_actions(turn: Any, values: list[float] | None, what: str) -> list[float] | None:
+    """``values`` (one per action id of ``turn``, or None), checked to lie along the turn's action ids."""
+    if values is not None and len(values) != len(turn.action_ids):
+        raise ValueError(
+            f"a turn has {len(values)} sampling {what} for {len(turn.action_ids)} action tokens; they need replies "
+            "kept as the sampled ids (RolloutConfig.reply='tokens'), as use_vllm does"
+        )
+    return values
+
+
 def turn_logprobs(turn: Any) -> list[float] | None:
     """A turn's sampling log-probs, checked to lie along its action ids (they do when replies stay token ids)."""
-    if turn.logprobs is not None and len(turn.logprobs) != len(turn.action_ids):
-        raise ValueError(
-            f"a turn has {len(turn.logprobs)} sampling log-probs for {len(turn.action_ids)} action tokens; "
-            "use_vllm needs replies kept as the sampled ids (RolloutConfig.reply='tokens')"
-        )
-    return turn.logprobs
+    return _along_actions(turn, turn.logprobs, "log-probs")
 
 
 def turn_entropies(turn: Any) -> list[float] | None:
     """A turn's sampling entropies (one per action id), checked to lie along its action ids."""
-    if turn.entropies is not None and len(turn.entropies) != len(turn.action_ids):
-        raise ValueError(
-            f"a turn has {len(turn.entropies)} sampling entropies for {len(turn.action_ids)} action tokens; "
-            "they need replies kept as the sampled ids (RolloutConfig.reply='tokens')"
-        )
-    return turn.entropies
+    return _along_actions(turn, turn.entropies, "entropies")
 
 
 def _sampling_entropies(turns: Sequence[Any], env_lengths: Sequence[int]) -> list[float]:

@@ -48,7 +48,7 @@ Fairness (what the rows share, checked and printed):
   old-log-prob forward wherever TRL runs one), to measure that saving alone; ``--num-iterations 2`` (off-policy:
   the transformers sampler's log-probs stand in for that forward), ``--loss-hooks erc`` (old entropies) and
   ``--beta`` select the forwards in play.
-* ``ours-shared``: ``ours`` with ``share_group_prompts=True`` (the loss forward runs each group's shared prompt once
+* ``ours-shared`` / ``ours-vllm-shared``: ``ours`` / ``ours-vllm`` with ``share_group_prompts=True`` (the loss forward runs each group's shared prompt once
   and the completions on its KV cache); without ``--gradient-checkpointing`` only (under it nothing is shared).
 
 What still differs (printed): TRL prefills the whole conversation with ``generate`` on every turn (no cache
@@ -89,7 +89,7 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 #: The command every reply is forced to (``--reply forced``): valid in every text game, never ends an episode.
 FORCED_COMMAND = "look"
-ROWS = ("ours", "ours-noreuse", "ours-shared", "ours-fresh", "trl", "ours-vllm", "ours-vllm-noreuse")
+ROWS = ("ours", "ours-noreuse", "ours-shared", "ours-fresh", "trl", "ours-vllm", "ours-vllm-noreuse", "ours-vllm-shared")
 DESCRIPTIONS = {
     "ours": "agentgym AgentGRPOTrainer (transformers, KV cache carried)",
     "ours-noreuse": "agentgym AgentGRPOTrainer (transformers, reuse_sampling_logprobs=False)",
@@ -98,6 +98,7 @@ DESCRIPTIONS = {
     "trl": "TRL GRPOTrainer + environment_factory",
     "ours-vllm": "agentgym AgentGRPOTrainer (vLLM colocate)",
     "ours-vllm-noreuse": "agentgym AgentGRPOTrainer (vLLM colocate, reuse_sampling_logprobs=False)",
+    "ours-vllm-shared": "agentgym AgentGRPOTrainer (vLLM colocate, share_group_prompts=True)",
 }
 
 
@@ -563,7 +564,7 @@ def child(opts: argparse.Namespace) -> int:
         else:
             result = run_ours(
                 opts, carry=opts.child != "ours-fresh", vllm="vllm" in opts.child, reuse="noreuse" not in opts.child,
-                share=opts.child == "ours-shared",
+                share=opts.child.endswith("-shared"),
             )
         result["threads"] = torch.get_num_threads()
     except Exception as exc:  # noqa: BLE001 - one row's failure is reported, the others still run
@@ -655,7 +656,8 @@ def report(results: list[dict[str, Any]], opts: argparse.Namespace, device_name:
     ok = {r["row"]: r for r in results if "error" not in r and r.get("step_time_s")}
     pairs = [("trl", "ours"), ("trl", "ours-vllm"), ("ours", "ours-vllm"), ("ours-noreuse", "ours"),
              ("ours-vllm-noreuse", "ours-vllm"), ("trl", "ours-noreuse"), ("ours", "ours-fresh"),
-             ("ours", "ours-shared")]
+             ("ours", "ours-shared"), ("trl", "ours-shared"), ("trl", "ours-vllm-shared"),
+             ("ours-vllm", "ours-vllm-shared")]
     for slow, fast in pairs:
         if slow in ok and fast in ok:
             a, b = ok[slow], ok[fast]

@@ -119,6 +119,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def turn_limit(family: Family, smoke: bool) -> int:
+    """An RL run's turn limit: the family's own step limit (2 turns for ``--smoke``)."""
+    return 2 if smoke else family.env_kwargs.get("max_steps", 12)
+
+
 def main(argv: list[str] | None = None) -> dict:
     opts = parse_args(argv)
     command = "PYTHONPATH=$PWD .venv/bin/python recipes/smollm2_cpu.py " + shlex.join(
@@ -194,7 +199,7 @@ def main(argv: list[str] | None = None) -> dict:
         family = families[name]
         if opts.demos is not None:
             family = replace(family, demos=opts.demos)
-        turns = 2 if opts.smoke else family.env_kwargs.get("max_steps", 12)
+        turns = turn_limit(family, opts.smoke)
         settings = replace(rl_settings, max_turns=turns)
         evaluations.append(held_out(base, family, "base"))
         sft_model = sft(base, family, out / name / "sft", sft_settings)
@@ -224,7 +229,7 @@ def main(argv: list[str] | None = None) -> dict:
         if opts.demos is not None:
             family = replace(family, demos=opts.demos)
         # Same seeds and tasks for the three runs; two optimizer passes per batch so that ERC's ratio can leave 1.
-        turns = 2 if opts.smoke else family.env_kwargs.get("max_steps", 12)
+        turns = turn_limit(family, opts.smoke)
         base_rl = replace(
             rl_settings,
             steps=opts.base_rl_steps,

@@ -152,7 +152,7 @@ def evaluate(
         max_new_tokens=max_new_tokens,
         threads=threads,
         # vLLM with the recipe's 4 GiB CPU KV cache holds ~128 such episodes: one batch instead of 64 + 36.
-        batch_size=min(episodes, VLLM_EVAL_BATCH) if engine == "vllm" else 64,
+        **({"batch_size": min(episodes, VLLM_EVAL_BATCH)} if engine == "vllm" else {}),
     )
     row = next(r for r in rows if r["level"] == "environment")
     keys = (

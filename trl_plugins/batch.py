@@ -59,17 +59,6 @@ def turn_entropies(turn: Any) -> list[float] | None:
     return _along_actions(turn, turn.entropies, "entropies")
 
 
-def _sampling_entropies(turns: Sequence[Any], env_lengths: Sequence[int]) -> list[float]:
-    """Each turn's sampling entropies along its action ids, then 0 per environment token."""
-    out: list[float] = []
-    for turn, env_len in zip(turns, env_lengths, strict=True):
-        entropies = turn_entropies(turn)
-        if entropies is None:
-            raise ValueError("a turn has no sampling entropies; generate with a backend that records them")
-        out += [float(h) for h in entropies] + [0.0] * env_len
-    return out
-
-
 def sampled_in_sample_context(
     episodes: Sequence[Episode], context_mode: str = "full", reply: str = "tokens", entropies: bool = False
 ) -> bool:
@@ -174,7 +163,9 @@ def episode_samples(
                     [turn_logprobs(turn) for turn in ep.turns], [len(turn.env_ids) for turn in ep.turns]
                 )
             if with_sampling_entropies:
-                sample["sampling_entropies"] = _sampling_entropies(ep.turns, [len(turn.env_ids) for turn in ep.turns])
+                sample["sampling_entropies"] = sampling_logps(
+                    [turn_entropies(turn) for turn in ep.turns], [len(turn.env_ids) for turn in ep.turns], "entropies"
+                )
             samples.append(sample)
             continue
         for t, turn in enumerate(ep.turns):
@@ -189,7 +180,7 @@ def episode_samples(
             if with_sampling_logps:
                 sample["sampling_logps"] = sampling_logps([turn_logprobs(turn)], [0])
             if with_sampling_entropies:
-                sample["sampling_entropies"] = _sampling_entropies([turn], [0])
+                sample["sampling_entropies"] = sampling_logps([turn_entropies(turn)], [0], "entropies")
             samples.append(sample)
     return samples
 

@@ -121,8 +121,8 @@ class AgentGRPOConfig(GRPOConfig):
             ``steps_per_generation * num_iterations``) the old log-probs and entropies, and with vLLM the
             importance-sampling ratio, come from the loss's own forward; off-policy the transformers sampler's
             log-probs (and entropies, for ERC and AEPO's ``use_old_entropy``) are the old ones when they equal the
-            trainer's (same weights, temperature and contexts; no dropout, no mixed-precision autocast).  Same loss and gradients, one forward fewer (see
-            ``docs/trainer.md``).
+            trainer's (same weights, temperature and contexts; no dropout, no mixed-precision autocast).  Same loss
+            and gradients, one forward fewer (see ``docs/trainer.md``).
         share_group_prompts: in the loss forward, rows of a micro-batch with token-identical prompts (the episodes
             of a GRPO group) run the prompt once (batch 1, with grad) and their completions on its KV cache, repeated
             to the rows: the same log-probs, entropies and gradients up to float rounding, with the prompt's

@@ -26,8 +26,7 @@ import torch
 
 from agentgym_envs.engine import Episode, RolloutStats, episode_metrics
 from trl_plugins.aepo import BranchingStats
-from trl_plugins.distributed import Ranks
-from trl_plugins.hooks import LossContext, LossHook, clip_regions
+from trl_plugins.hooks import LossContext, LossHook, clip_regions, entropy_metrics
 from trl_plugins.hooks.reductions import masked_mean, per_token_kl
 
 __all__ = [
@@ -37,7 +36,6 @@ __all__ = [
     "merge_rollout_stats",
     "rollout_metrics",
     "sampling_gap_metrics",
-    "turn_entropy_metrics",
 ]
 
 
@@ -157,30 +155,6 @@ def loss_metrics(
     if ctx.ref_logps is not None:
         metrics["kl"].append(global_mean(per_token_kl(ctx.ref_logps, ctx.logps)))
     if ctx.turn_ids is not None:
-        for key, value in turn_entropy_metrics(entropy, mask, ctx.turn_ids, ctx.ranks).items():
-            metrics[key].append(value)
-
-
-def turn_entropy_metrics(
-    entropy: torch.Tensor, mask: torch.Tensor, turn_ids: torch.Tensor, ranks: Ranks | None = None
-) -> dict[str, float]:
-    """``entropy/turn_<k>``: the token-mean entropy of each turn index present in the batch, over the model tokens
-    of every process (``ranks``; a turn index one process lacks still gets the others' tokens).
-
-    Example:
-        >>> turn_entropy_metrics(torch.tensor([[1.0, 3.0, 5.0]]), torch.ones(1, 3), torch.tensor([[0, 1, 1]]))
-        {'entropy/turn_0': 1.0, 'entropy/turn_1': 4.0}
-    """
-    ranks = ranks or Ranks()
-    valid = mask.bool() & (turn_ids >= 0)
-    local_turns = int(turn_ids[valid].max()) + 1 if valid.any() else 0
-    # Every process sums into buffers of the same size (the collective needs it): the most turns of any process.
-    n_turns = int(ranks.max(torch.tensor(local_turns, device=entropy.device)))
-    if n_turns == 0:
-        return {}
-    index = torch.where(valid, turn_ids.long(), torch.zeros_like(turn_ids, dtype=torch.long)).reshape(-1)
-    weight = valid.reshape(-1).double()
-    zeros = torch.zeros(n_turns, dtype=torch.float64, device=entropy.device)
-    sums = zeros.index_add(0, index, entropy.detach().reshape(-1).double().nan_to_num() * weight)
-    sums, counts = ranks.sum(torch.stack([sums, zeros.index_add(0, index, weight)]))
-    return {f"entropy/turn_{t}": float(sums[t] / counts[t]) for t in range(n_turns) if counts[t] > 0}
+        for key, value in entropy_metrics(entropy, mask, ctx.turn_ids, max_turns=None, ranks=ctx.ranks).items():
+            if key != "entropy/mean":  # logged as "entropy" above
+                metrics[key].append(value)

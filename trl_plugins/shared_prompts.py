@@ -161,7 +161,15 @@ def shared_prompt_logps_and_entropy(
     return gathered(1), gathered(2)
 
 
-def _shared_set_scores(head_model, prompt, completion_ids, completion_mask, mask, accelerator, temperature):
+def _shared_set_scores(
+    head_model: Any,
+    prompt: torch.Tensor,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    mask: torch.Tensor,
+    accelerator: Any,
+    temperature: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Scores of ``k`` rows with one prompt: the prompt's forward once, its KV cache repeated to the ``k`` rows."""
     rows, used = completion_ids.shape
     if used == 0:

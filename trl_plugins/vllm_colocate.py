@@ -66,21 +66,24 @@ def importance_sampling_ratio(
     return ratio.masked_fill((ratio < low) | (ratio > high), 0.0)
 
 
-def sampling_logps(turn_logprobs: Sequence[Sequence[float] | None], turn_env_lengths: Sequence[int]) -> list[float]:
+def sampling_logps(
+    turn_logprobs: Sequence[Sequence[float] | None], turn_env_lengths: Sequence[int], what: str = "log-probs"
+) -> list[float]:
     """An episode's sampling log-probs along its completion: each turn's action log-probs, then 0 per env token.
 
-    A turn without log-probs (``None``: the backend could not give them) is a ``ValueError``: the correction
-    would silently be skipped for it.
+    Any other per-token record of the sampler (``what``, e.g. its entropies) is laid out alike.  A turn without
+    them (``None``: the backend could not give them) is a ``ValueError``: what relies on them would silently be
+    skipped for it.
 
     Example:
         >>> sampling_logps([[-0.1, -0.2], [-0.3]], [2, 0])
         [-0.1, -0.2, 0.0, 0.0, -0.3]
     """
     out: list[float] = []
-    for logps, env_len in zip(turn_logprobs, turn_env_lengths, strict=True):
-        if logps is None:
-            raise ValueError("a turn has no sampling log-probs; generate with a backend that returns them")
-        out += [float(x) for x in logps] + [0.0] * env_len
+    for values, env_len in zip(turn_logprobs, turn_env_lengths, strict=True):
+        if values is None:
+            raise ValueError(f"a turn has no sampling {what}; generate with a backend that returns them")
+        out += [float(x) for x in values] + [0.0] * env_len
     return out
 
 

@@ -320,17 +320,19 @@ class _BranchingRollout:
         sampled = self.backend.generate(requests, self.config.max_new_tokens)
         n = self.branching.entropy_tokens
         sampled_at = getattr(getattr(self.backend, "settings", None), "temperature", None)
-        entropies = recorded_action_entropies(sampled, sampled_at, self.entropy_temperature, n)
-        missing = [j for j, h in enumerate(entropies) if h is None]
-        if missing:
-            computed = self.entropy_fn([contexts[j] for j in missing], [list(sampled[j].ids[:n]) for j in missing])
-            for j, h in zip(missing, computed, strict=True):
-                entropies[j] = h
+        recorded = recorded_action_entropies(sampled, sampled_at, self.entropy_temperature, n)
+        missing = [j for j, h in enumerate(recorded) if h is None]
+        computed = iter(
+            self.entropy_fn([contexts[j] for j in missing], [list(sampled[j].ids[:n]) for j in missing])
+            if missing
+            else []
+        )
+        entropies = [h if h is not None else next(computed) for h in recorded]
         elapsed = time.perf_counter() - t0
         self.stats.generate_seconds += elapsed
         self.stats.turn_generate_seconds.append(elapsed)
         self.stats.generate_calls += 1
-        return sampled, entropies  # type: ignore[return-value]
+        return sampled, entropies
 
     def observe(self, i: int, entropy: float) -> bool:
         """Record episode ``i``'s entropy at this step; whether to fork it here (before its action is applied)."""

@@ -131,23 +131,43 @@ def turn_token_mean(
 
 
 def entropy_metrics(
-    entropy: torch.Tensor, mask: torch.Tensor, turn_ids: torch.Tensor | None = None, max_turns: int | None = 10
+    entropy: torch.Tensor,
+    mask: torch.Tensor,
+    turn_ids: torch.Tensor | None = None,
+    max_turns: int | None = 10,
+    ranks: Ranks | None = None,
 ) -> dict[str, float]:
     """Logging helper: token-mean entropy and the token-mean entropy of each turn index (below ``max_turns``).
 
-    ``max_turns=None`` reports every turn present in the batch.
+    ``max_turns=None`` reports every turn present in the batch.  With several processes (``ranks``) every mean is
+    over the model tokens of every process (a turn index one process lacks still gets the others' tokens).
 
     Example:
         >>> entropy_metrics(torch.tensor([[1.0, 3.0]]), torch.ones(1, 2), torch.tensor([[0, 1]]))
         {'entropy/mean': 2.0, 'entropy/turn_0': 1.0, 'entropy/turn_1': 3.0}
     """
+    ranks = ranks or Ranks()
     h = entropy.detach()
-    valid = mask.bool()
-    out = {"entropy/mean": float(masked_mean(h, mask))}
+    tokens = mask.bool()
+    total = torch.stack([torch.where(tokens, h, 0.0).double().sum(), tokens.double().sum()])
+    n_turns = 0
     if turn_ids is not None:
-        for t in torch.unique(turn_ids[valid]).tolist():
-            if max_turns is None or 0 <= t < max_turns:
-                out[f"entropy/turn_{t}"] = float(h[valid & (turn_ids == t)].mean())
+        valid = tokens & (turn_ids >= 0)
+        local_turns = int(turn_ids[valid].max()) + 1 if valid.any() else 0
+        # Every process sums into buffers of the same size (the collective needs it): the most turns of any process.
+        n_turns = int(ranks.max(torch.tensor(local_turns, device=h.device)))
+    if n_turns:
+        index = torch.where(valid, turn_ids.long(), torch.zeros_like(turn_ids, dtype=torch.long)).reshape(-1)
+        weight = valid.reshape(-1).double()
+        zeros = torch.zeros(n_turns, dtype=torch.float64, device=h.device)
+        sums = zeros.index_add(0, index, h.reshape(-1).double().nan_to_num() * weight)
+        total = torch.cat([total, sums, zeros.index_add(0, index, weight)])
+    total = ranks.sum(total)  # one collective for the mean and every turn's sums and counts
+    out = {"entropy/mean": float(total[0] / total[1].clamp(min=1.0))}
+    sums, counts = total[2 : 2 + n_turns], total[2 + n_turns :]
+    for t in range(n_turns):
+        if counts[t] > 0 and (max_turns is None or t < max_turns):
+            out[f"entropy/turn_{t}"] = float(sums[t] / counts[t])
     return out
 
 

@@ -4,11 +4,13 @@
     PYTHONPATH=$PWD .venv/bin/python recipes/smollm2_cpu.py --out /tmp/smoke --smoke         # tiny model, 1 step each
 
 For each family (TextWorld w2-o3-q4, the Practitioner's Guide setting, and BabyAI GoToRedBall): held-out success of
-the base model, SFT on expert demos of the train split, held-out success, GRPO from the SFT weights on other train
-tasks, held-out success. Then GRPO from the base model (on ``--base-rl-family``, BabyAI by default: the base model's
-sampled episodes there sometimes succeed, so RL has a signal to start from) three times on the same seeds and tasks:
-plain, with the EPO hook and with ERC (two optimizer passes per batch, so that ERC's entropy ratio differs from 1);
-their entropy curves are drawn on one figure. Every evaluation plays the first ``--eval-episodes`` tasks of the test split
+the base model, SFT on expert demos of the train split, held-out success; then GRPO from the SFT weights on other
+train tasks and its held-out success (on TextWorld by default, where it is measured to help; ``--rl-families``).
+Then GRPO from the base model (on ``--base-rl-family``, BabyAI by default: its episodes are the shorter) three times
+on the same seeds and tasks: plain, with the EPO hook and with ERC (two optimizer passes per batch, so that ERC's
+entropy ratio differs from 1); their entropy curves are drawn on one figure. An RL run that moved no weight (every
+sampled episode failed, so every advantage was 0) has its start model's evaluation instead of a second identical one.
+Every evaluation plays the first ``--eval-episodes`` tasks of the test split
 (greedy by default). Output: ``results.json``, ``results.md``, ``success_by_stage.png``, ``rl_curves_*.png`` and
 ``entropy_base_rl.png`` in ``--out``; each stage in its own folder, skipped when it has finished (run the same command
 again to resume).
@@ -35,6 +37,7 @@ from recipes.stages import (  # noqa: E402
     evaluate,
     plot_curves,
     plot_success,
+    reuse_evaluation,
     rl,
     say,
     sft,
@@ -76,7 +79,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="families that get the GRPO-from-SFT stage (default: textworld if chosen, where it is measured to help; "
         "else every one chosen)",
     )
-    p.add_argument("--base-rl-tasks-per-step", type=int, default=2, help="tasks per step of the RL-from-base runs")
+    p.add_argument("--base-rl-tasks-per-step", type=int, default=1, help="tasks per step of the RL-from-base runs")
     p.add_argument("--base-rl-family", default="babyai", help="family of the RL-from-base runs")
     p.add_argument("--tasks-per-step", type=int, default=2)
     p.add_argument("--generations", type=int, default=4, help="episodes per task (GRPO group size)")
@@ -108,7 +111,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=["vllm", "hf"],
         help="held-out evaluation through vLLM (default; far faster on CPU) or transformers",
     )
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: 1 on <= 2 cores)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: every core)")
     p.add_argument(
         "--bf16",
         action=argparse.BooleanOptionalAction,
@@ -150,7 +153,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit("error: --async-staleness needs K >= 0 and the transformers generator (--rollouts hf)")
     if opts.base_rl_steps > 0 and opts.base_rl_family not in families:
         raise SystemExit(f"error: unknown --base-rl-family {opts.base_rl_family!r}; known: {', '.join(families)}")
-    threads = opts.threads or (1 if (os.cpu_count() or 1) <= 2 else None)
+    threads = opts.threads or os.cpu_count() or 1
     # vLLM's CPU default KV cache (1 GiB) holds about 32 BabyAI/TextWorld episodes of ~1 300 tokens; the leaderboard
     # batches 64, and a cache that is too small makes vLLM preempt and recompute sequences (10x slower here).
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
@@ -180,10 +183,17 @@ def main(argv: list[str] | None = None) -> dict:
     )
 
     def held_out(model: str, family: Family, stage: str, train_folder: Path | None = None) -> dict:
+        trained = stage_done(train_folder) if train_folder else None
+        folder = out / family.name / f"eval-{stage}"
+        if trained and trained.get("weights_changed") is False:
+            # An RL run in which no step moved a weight (every advantage 0) left the start model: its evaluation.
+            start = [e for e in evaluations if e["family"] == family.name and e["model"] == trained["start_model"]]
+            if start:
+                return {**reuse_evaluation(start[0], folder, stage, model), "train_seconds": trained["seconds"]}
         record = evaluate(
             model,
             family,
-            out / family.name / f"eval-{stage}",
+            folder,
             opts.eval_episodes,
             opts.eval_temperature,
             opts.max_new_tokens,
@@ -191,7 +201,6 @@ def main(argv: list[str] | None = None) -> dict:
             stage,
             engine="hf" if opts.smoke else opts.eval_engine,
         )
-        trained = stage_done(train_folder) if train_folder else None
         return {**record, "train_seconds": trained["seconds"] if trained else 0.0}
 
     evaluations = []

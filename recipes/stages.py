@@ -182,6 +182,27 @@ def evaluate(
     return record
 
 
+def reuse_evaluation(source: dict[str, Any], folder: Path, stage: str, model: str) -> dict[str, Any]:
+    """The held-out evaluation of ``model``, whose weights equal those of the model ``source`` evaluated.
+
+    Same weights, decoding and tasks play the same episodes, so ``source``'s results are ``model``'s; the record
+    (``same_weights_as``: ``source``'s stage) is written to ``folder`` as an evaluation would be, in no time.
+
+    Example:
+        >>> reuse_evaluation(base_record, Path("runs/x/eval-base+grpo"), "base+grpo", "runs/x/base-grpo/model")  # doctest: +SKIP
+    """
+    if done := stage_done(folder):
+        return done
+    record = finish_stage(
+        folder, time.time(), **{**source, "stage": stage, "model": str(model), "same_weights_as": source["stage"]}
+    )
+    say(
+        f"{record['family']}/{stage}: weights equal those of {source['stage']}'s model (no step moved them); "
+        f"its evaluation: success {record['success_rate']:.1%}"
+    )
+    return record
+
+
 # ---------------------------------------------------------------------------------------------------------- models
 
 
@@ -407,17 +428,47 @@ def rl(
         f"{family.name}/{stage}: {settings.steps} steps x {settings.episodes_per_step} episodes"
         + (f", resuming from {resume}" if resume else "")
     )
+    start_weights = weights_fingerprint(network)
     try:
         trainer.train(resume_from_checkpoint=resume)
+        final_weights = weights_fingerprint(trainer.model)
         trainer.save_model(str(final))
         tokenizer.save_pretrained(str(final))
     finally:
         trainer.close_envs()
     save_log(folder, trainer.state.log_history)
     finish_stage(
-        folder, started, kind="rl", family=family.name, stage=stage, start_model=str(model), settings=asdict(settings)
+        folder,
+        started,
+        kind="rl",
+        family=family.name,
+        stage=stage,
+        start_model=str(model),
+        # False when no step moved a weight (e.g. every advantage 0): the model is then the start model.
+        weights_changed=final_weights != start_weights,
+        settings=asdict(settings),
     )
     return str(final)
+
+
+def weights_fingerprint(model: Any) -> str:
+    """A SHA-256 of a model's parameters (names, dtypes and bytes): equal fingerprints, equal weights.
+
+    Example:
+        >>> import torch
+        >>> weights_fingerprint(torch.nn.Linear(2, 2)) == weights_fingerprint(torch.nn.Linear(2, 2))
+        False
+    """
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    for name, parameter in sorted(model.named_parameters()):
+        tensor = parameter.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------------------- report
@@ -439,7 +490,9 @@ def write_results(out: Path, evaluations: Sequence[dict[str, Any]], command: str
         lines.append(
             f"| {e['family']} | {e['stage']} | {e['success_rate']:.1%} | "
             f"[{e['success_ci_low']:.1%}, {e['success_ci_high']:.1%}] | {e['episodes']} | "
-            f"{e['invalid_action_rate']:.2f} | {e.get('train_seconds', 0) + e['seconds']:.0f} |"
+            f"{e['invalid_action_rate']:.2f} | {e.get('train_seconds', 0) + e['seconds']:.0f}"
+            + (f" (weights as {e['same_weights_as']}: its evaluation)" if e.get("same_weights_as") else "")
+            + " |"
         )
     lines += ["", *[f"- {k}: {v}" for k, v in extra.items()]]
     (out / "results.md").write_text("\n".join(lines) + "\n")

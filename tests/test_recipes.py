@@ -7,7 +7,7 @@ import json
 import pytest
 
 from recipes import gpu, smollm2_cpu
-from recipes.stages import STAGE_FILE, RLSettings, stage_done
+from recipes.stages import STAGE_FILE, RLSettings, stage_done, weights_fingerprint
 
 
 def _check_outputs(out, stages: int) -> dict:
@@ -91,3 +91,40 @@ def test_cpu_recipe_runs_the_async_arm_beside_the_synchronous_one(tmp_path):
 def test_cpu_recipe_rejects_async_with_vllm_rollouts(tmp_path):
     with pytest.raises(SystemExit, match="--async-staleness needs"):
         smollm2_cpu.main(["--out", str(tmp_path), "--smoke", "--async-staleness", "1", "--rollouts", "vllm"])
+
+
+def test_weights_fingerprint_tells_equal_weights_from_moved_ones():
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    before = weights_fingerprint(model)
+    assert weights_fingerprint(model) == before
+    with torch.no_grad():
+        model.weight[0, 0] += 1e-6
+    assert weights_fingerprint(model) != before
+
+
+def test_cpu_recipe_gives_an_rl_run_that_moved_no_weight_its_start_models_evaluation(tmp_path):
+    out = tmp_path / "cpu"
+    # The tiny model never wins: every advantage is 0, so plain GRPO and ERC move no weight, while EPO's entropy
+    # term is a gradient of its own.
+    smollm2_cpu.main(["--out", str(out), "--smoke", "--families", "babyai", "--base-rl-steps", "1"])
+    results = _check_outputs(out, stages=6)  # base, sft, sft+grpo, base+grpo, base+grpo+epo, base+grpo+erc
+    evaluations = {r["stage"]: r for r in results["evaluations"]}
+    moved = {}
+    for folder, stage, start in [
+        ("sft-grpo", "sft+grpo", "sft"),
+        *[(f"base-{x.replace('+', '-')}", f"base+{x}", "base") for x in ("grpo", "grpo+epo", "grpo+erc")],
+    ]:
+        moved[stage] = stage_done(out / "babyai" / folder)["weights_changed"]
+        record = evaluations[stage]
+        if moved[stage]:
+            assert "same_weights_as" not in record and record["seconds"] > 0
+        else:
+            assert record["same_weights_as"] == start
+            keys = ("success_rate", "episodes", "mean_steps", "invalid_action_rate")
+            assert [record[k] for k in keys] == [evaluations[start][k] for k in keys]
+            assert stage_done(out / "babyai" / f"eval-{stage}")["same_weights_as"] == start
+    assert [moved[f"base+{x}"] for x in ("grpo", "grpo+epo", "grpo+erc")] == [False, True, False]
+    assert "weights as base: its evaluation" in (out / "results.md").read_text()

@@ -215,3 +215,22 @@ def test_bad_user_data_raises_typed_errors(tmp_path):
         DeepSearchEnv(corpus=good, questions=bad)
     with pytest.raises(UnknownTaskError):
         DeepSearchEnv(hops=9)
+
+
+def test_search_returns_bm25s_top_k_scores_and_breaks_ties_by_corpus_order():
+    import bm25s
+
+    from agentgym_envs.families.deepsearch import WorldConfig, build_world
+    from agentgym_envs.families.deepsearch.corpus import Document, SearchIndex
+
+    index = build_world(WorldConfig()).index
+    queries = [d.title for d in index.documents[:150]] + ["the city of the press", "founded in", "zzzz unknown"]
+    for query in queries:
+        for k in (1, 5):
+            tokens = bm25s.tokenize([query], return_ids=False, show_progress=False)
+            _, scores = index._retriever.retrieve(tokens, k=k, show_progress=False)
+            expected = sorted((float(s) for s in scores[0] if s > 0), reverse=True)
+            assert [s for _, s in index.search(query, k)] == expected
+    twins = SearchIndex([Document(f"Twin {i}", "The same lighthouse keeper.") for i in range(4)])
+    assert [d.title for d, _ in twins.search("lighthouse keeper", k=2)] == ["Twin 0", "Twin 1"]
+    assert twins.search("lighthouse", k=0) == [] and twins.search("", k=3) == []

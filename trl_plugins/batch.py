@@ -29,6 +29,7 @@ from trl_plugins.vllm_colocate import sampling_logps
 __all__ = [
     "trim_padding",
     "episode_samples",
+    "last_action_end",
     "model_inputs",
     "pad_samples",
     "sampled_in_sample_context",
@@ -151,6 +152,10 @@ def episode_samples(
         masked = masked_turns(ep, token_budget=mask_truncated, unfinished=mask_truncated_episodes)
         if context_mode == "full":
             ids, mask, turn_ids = ep.completion()
+            # The environment's tokens after the last action (the final observation) carry no loss and, the model
+            # being causal, change no log-prob or value before them: scoring them would be wasted work.
+            end = last_action_end(turn_ids)
+            ids, mask, turn_ids = ids[:end], mask[:end], turn_ids[:end]
             sample = {
                 "prompt": ep.prompt_ids,
                 "completion": ids,
@@ -158,14 +163,13 @@ def episode_samples(
                 "turn_ids": turn_ids,
                 "advantages": [float(adv[t]) if t >= 0 else 0.0 for t in turn_ids],
             }
+            env_lengths = [len(turn.env_ids) for turn in ep.turns]
             if with_sampling_logps:
-                sample["sampling_logps"] = sampling_logps(
-                    [turn_logprobs(turn) for turn in ep.turns], [len(turn.env_ids) for turn in ep.turns]
-                )
+                sample["sampling_logps"] = sampling_logps([turn_logprobs(turn) for turn in ep.turns], env_lengths)[:end]
             if with_sampling_entropies:
                 sample["sampling_entropies"] = sampling_logps(
-                    [turn_entropies(turn) for turn in ep.turns], [len(turn.env_ids) for turn in ep.turns], "entropies"
-                )
+                    [turn_entropies(turn) for turn in ep.turns], env_lengths, "entropies"
+                )[:end]
             samples.append(sample)
             continue
         for t, turn in enumerate(ep.turns):
@@ -183,6 +187,19 @@ def episode_samples(
                 sample["sampling_entropies"] = sampling_logps([turn_entropies(turn)], [0], "entropies")
             samples.append(sample)
     return samples
+
+
+def last_action_end(turn_ids: Sequence[int]) -> int:
+    """The length of a completion up to and including its last action token (turn index ``>= 0``); 0 without one.
+
+    Example:
+        >>> last_action_end([0, 0, -1, 1, -1, -1]), last_action_end([-1])
+        (4, 0)
+    """
+    for i in range(len(turn_ids) - 1, -1, -1):
+        if turn_ids[i] >= 0:
+            return i + 1
+    return 0
 
 
 def pad_samples(samples: Sequence[dict[str, list]], pad_id: int, device: Any) -> dict[str, torch.Tensor]:

@@ -81,13 +81,22 @@ class SearchIndex:
 
     def search(self, query: str, k: int = 5) -> list[tuple[Document, float]]:
         """The top ``k`` documents with a positive BM25 score, best first (ties: corpus order)."""
+        import numpy as np
+
         tokens = self._bm25s.tokenize([query], return_ids=False, show_progress=False)
-        if not tokens or not tokens[0]:
+        if not tokens or not tokens[0] or k < 1:
             return []
-        k = min(k, len(self.documents))
-        ids, scores = self._retriever.retrieve(tokens, k=k, show_progress=False)  # n_threads=0: no thread pool
+        scores = self._retriever.get_scores(tokens[0])
+        # Only documents sharing a term with the query score above 0. BM25.retrieve partitions every score (mostly
+        # zeros, a slow case for argpartition) and builds progress bars; the top k of the positive ones is the same
+        # result (ties at the k-th score: corpus order) in a fraction of the time.
+        ids = np.flatnonzero(scores > 0)
+        top = scores[ids]
+        if ids.size > k:
+            kth = np.partition(top, ids.size - k)[ids.size - k]  # the k-th highest score
+            ids, top = ids[top >= kth], top[top >= kth]
         # Plain Python numbers first (one C call each): iterating numpy scalars costs more than the sort.
-        hits = sorted((-s, i) for i, s in zip(ids[0].tolist(), scores[0].tolist(), strict=True) if s > 0)
+        hits = sorted(zip((-top).tolist(), ids.tolist(), strict=True))[:k]
         return [(self.documents[i], -s) for s, i in hits]
 
     def get(self, title: str) -> Document | None:

@@ -5,7 +5,8 @@ the task state read back; native: ``page.click`` and what MiniWoB's own environm
 after every action, ``core.getDOMInfo()`` and the reward globals; and against ``page.click``
 alone), MiniWoB episodes/s on ``click-test`` (ours: ``reset`` + one ``step``; native: the task
 API through ``page.evaluate`` + ``page.click`` + the same reads, with a fresh page load as ours
-does every episode, and without, as MiniWoB does), shop expert steps/s (no native counterpart)
+does every episode by default, and without, as MiniWoB does; and ours with ``reuse_page=True``
+against native without), shop expert steps/s (no native counterpart)
 and browser memory per environment (PSS of Chromium's processes).
 
     .venv/bin/python benchmarks/env_throughput.py --family web --quick
@@ -86,13 +87,20 @@ def _clicks(quick: bool) -> list[Row]:
 
 def _episodes(quick: bool) -> list[Row]:
     env = MiniWoBEnv("click-test", split="train")
+    kept_env = MiniWoBEnv("click-test", split="train", reuse_page=True)
     try:
         env.reset(seed=0)
+        kept_env.reset(seed=0)
         seeds = iter(range(10**6))
 
-        def ours() -> None:
-            env.reset(options={"task": f"click-test/{100 + next(seeds) % 1000}"})
-            env.step(f"click({env.find_node(role='button').id})")
+        def episode(on: MiniWoBEnv) -> Callable[[], None]:
+            def run() -> None:
+                on.reset(options={"task": f"click-test/{100 + next(seeds) % 1000}"})
+                on.step(f"click({on.find_node(role='button').id})")
+
+            return run
+
+        ours, ours_kept = episode(env), episode(kept_env)
 
         with _native_page(env, "click-test") as page:
             url = env.server.url("miniwob/click-test.html")
@@ -112,6 +120,7 @@ def _episodes(quick: bool) -> list[Row]:
             n = 5 if quick else 15
             fresh = _head_to_head(ours, native_fresh_page, n, quick)
             kept = _head_to_head(ours, native_episode, n, quick)
+            both_kept = _head_to_head(ours_kept, native_episode, n, quick)
         return [
             Row.compared("web", "MiniWoB click-test: episode, a fresh page on both sides", fresh, "episodes/s",
                          "ours = reset (page load, listing) + click step; native = goto + task API + page.click "
@@ -121,9 +130,16 @@ def _episodes(quick: bool) -> list[Row]:
                          "as above, but native restarts the task in the page it has (MiniWoB's default); ours "
                          "loads the page afresh every episode so that a task and seed give the same episode",
                          leaves_out="native: the page load (the cost of our fresh page per episode)"),
+            Row.compared("web", "MiniWoB click-test: episode, both sides keep their page (reuse_page=True)",
+                         both_kept, "episodes/s",
+                         "ours = MiniWoBEnv(reuse_page=True): reset restarts the task in the page it has (focus, "
+                         "scroll cleared; listing) + click step; native = task API + page.click + getDOMInfo and "
+                         "reward after each, in its kept page",
+                         leaves_out="native: our element numbering, probe and text listing"),
         ]
     finally:
         env.close()
+        kept_env.close()
 
 
 def _shop(quick: bool) -> Row:

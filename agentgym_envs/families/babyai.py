@@ -23,7 +23,9 @@ Observation
 A description of the agent's 7x7 egocentric partial view: the object in front of it,
 every visible object with its colour, state (doors: open / closed / locked) and position
 relative to the agent ("2 steps forward and 1 step left"), the nearest wall ahead, left
-and right, and what the agent carries.
+and right, and what the agent carries.  The view itself (minigrid's ``obs["image"]``) is computed
+by :func:`agentgym_envs.families.babyai_view.fast_gen_obs`, an exact and faster port of
+minigrid's ``gen_obs``.
 
 Rewards
 -------

@@ -24,8 +24,6 @@ _ACTION_WEIGHTS = np.array([0.15, 0.15, 0.35, 0.12, 0.1, 0.13])
 
 
 def _native(level: str) -> MiniGridEnv:
-    with contextlib.redirect_stderr(io.StringIO()):
-        import minigrid  # noqa: F401
     return gym.make(LEVELS[level], disable_env_checker=True).unwrapped
 
 

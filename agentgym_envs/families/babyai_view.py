@@ -19,17 +19,11 @@ from typing import Any
 
 import numpy as np
 
-#: Per ``(agent_view_size, agent_dir)``: for each cell of the encoded view, in ``image[x, y]`` order,
-#: the world offset ``(dx, dy)`` from the agent's position it shows.
-_WINDOWS: dict[tuple[int, int], tuple[tuple[int, int], ...]] = {}
-#: Per ``(agent_view_size, agent_dir, grid width, grid height, agent x, agent y)``: for each cell of the view,
-#: its index into ``Grid.grid``, or -1 where the window leaves the grid.  Cleared when full.
-_CELL_INDICES: dict[tuple[int, int, int, int, int, int], list[int]] = {}
-_CELL_INDICES_MAX = 1 << 15
 
-
+@functools.cache
 def _window(view_size: int, direction: int) -> tuple[tuple[int, int], ...]:
-    """The world offsets of the view's cells, derived from minigrid's own ``get_view_exts`` and ``rotate_left``."""
+    """For each cell of the encoded view, in ``image[x, y]`` order, the world offset ``(dx, dy)`` from the agent's
+    position it shows; derived from minigrid's own ``get_view_exts`` and ``rotate_left``."""
     from minigrid.minigrid_env import MiniGridEnv
 
     agent = types.SimpleNamespace(agent_pos=(0, 0), agent_dir=direction, agent_view_size=view_size)
@@ -44,17 +38,13 @@ def _window(view_size: int, direction: int) -> tuple[tuple[int, int], ...]:
     return tuple(offsets)
 
 
-def _cell_indices(key: tuple[int, int, int, int, int, int]) -> list[int]:
-    size, direction, width, height, ax, ay = key
-    window = _WINDOWS.get((size, direction))
-    if window is None:
-        window = _WINDOWS[(size, direction)] = _window(size, direction)
-    if len(_CELL_INDICES) >= _CELL_INDICES_MAX:
-        _CELL_INDICES.clear()
-    indices = _CELL_INDICES[key] = [
-        (ay + dy) * width + ax + dx if 0 <= ax + dx < width and 0 <= ay + dy < height else -1 for dx, dy in window
-    ]
-    return indices
+@functools.lru_cache(maxsize=1 << 15)
+def _cell_indices(size: int, direction: int, width: int, height: int, ax: int, ay: int) -> tuple[int, ...]:
+    """For each cell of the view, its index into ``Grid.grid``, or -1 where the window leaves the grid."""
+    return tuple(
+        (ay + dy) * width + ax + dx if 0 <= ax + dx < width and 0 <= ay + dy < height else -1
+        for dx, dy in _window(size, direction)
+    )
 
 
 @functools.cache
@@ -87,10 +77,7 @@ def fast_gen_obs(env: Any) -> dict[str, Any]:
     direction = env.agent_dir
     width, height, cells = grid.width, grid.height, grid.grid
     ax, ay = env.agent_pos
-    key = (size, direction, width, height, ax, ay)
-    indices = _CELL_INDICES.get(key)
-    if indices is None:
-        indices = _cell_indices(key)
+    indices = _cell_indices(size, direction, width, height, ax, ay)
     wall = _outside_wall()
     objs = [cells[i] if i >= 0 else wall for i in indices]
 
@@ -120,28 +107,19 @@ def _process_vis(objs: list[Any], size: int, agent_cell: int) -> list[bool]:
     mask = [False] * (size * size)
     mask[agent_cell] = True
     for j in range(size - 1, -1, -1):
-        for i in range(0, size - 1):
-            k = i * size + j
-            if not mask[k]:
-                continue
-            cell = objs[k]
-            if cell and not cell.see_behind():
-                continue
-            mask[k + size] = True  # (i + 1, j)
-            if j > 0:
-                mask[k + size - 1] = True  # (i + 1, j - 1)
-                mask[k - 1] = True  # (i, j - 1)
-        for i in range(size - 1, 0, -1):
-            k = i * size + j
-            if not mask[k]:
-                continue
-            cell = objs[k]
-            if cell and not cell.see_behind():
-                continue
-            mask[k - size] = True  # (i - 1, j)
-            if j > 0:
-                mask[k - size - 1] = True  # (i - 1, j - 1)
-                mask[k - 1] = True  # (i, j - 1)
+        # minigrid sweeps each row rightwards, then leftwards: d is one column right or left in the flat index.
+        for columns, d in ((range(0, size - 1), size), (range(size - 1, 0, -1), -size)):
+            for i in columns:
+                k = i * size + j
+                if not mask[k]:
+                    continue
+                cell = objs[k]
+                if cell and not cell.see_behind():
+                    continue
+                mask[k + d] = True  # (i + 1, j) or (i - 1, j)
+                if j > 0:
+                    mask[k + d - 1] = True  # (i +- 1, j - 1)
+                    mask[k - 1] = True  # (i, j - 1)
     return mask
 
 

@@ -124,6 +124,8 @@ def test_ctrl_c_in_play_ends_it_without_a_traceback() -> None:
             seen += proc.stdout.readline()
         assert "(commands:" in seen
         proc.send_signal(signal.SIGINT)
+        # Wait before communicate(): it closes stdin, and an EOF read before the signal is handled ends play normally.
+        proc.wait(timeout=60)
         out, err = proc.communicate(timeout=60)
     finally:
         proc.kill()

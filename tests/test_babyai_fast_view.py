@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import pickle
 from collections import Counter
 
 import gymnasium as gym
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from agentgym_envs.families.babyai import ACTIONS, LEVELS, describe_view
-from agentgym_envs.families.babyai_view import fast_gen_obs, install_fast_view
+from agentgym_envs.families.babyai_view import FastView, fast_gen_obs, install_fast_view
 
 minigrid = pytest.importorskip("minigrid")
 from minigrid.minigrid_env import MiniGridEnv  # noqa: E402
@@ -123,7 +124,7 @@ def test_our_env_uses_the_fast_view_and_its_text_is_unchanged():
     env = gym.make("agentgym/BabyAI-UnlockLocal-v0", split="valid")
     obs, info = env.reset(options={"task": 1003})
     sim = env.unwrapped._sim
-    assert sim.gen_obs.__func__ is fast_gen_obs and sim.gen_obs.__self__ is sim
+    assert isinstance(sim.gen_obs, FastView) and sim.gen_obs.env is sim
     reference = describe_view(MiniGridEnv.gen_obs(sim)["image"], sim.carrying)
     assert obs == f"Your mission: {info['instruction']}.\n{reference}"
     for action in np.random.default_rng(5).choice(6, size=150, p=_ACTION_WEIGHTS):
@@ -134,12 +135,15 @@ def test_our_env_uses_the_fast_view_and_its_text_is_unchanged():
     env.close()
 
 
-def test_deepcopy_binds_the_fast_view_to_the_copy():
+@pytest.mark.parametrize(
+    "clone", [copy.deepcopy, lambda sim: pickle.loads(pickle.dumps(sim))], ids=["deepcopy", "pickle"]
+)
+def test_a_copy_of_the_level_has_its_own_fast_view(clone):
     sim = _native("GoToLocal")
     assert install_fast_view(sim)
     _reset(sim, 4)
-    twin = copy.deepcopy(sim)
-    assert twin.gen_obs.__self__ is twin
+    twin = clone(sim)
+    assert isinstance(twin.gen_obs, FastView) and twin.gen_obs.env is twin
     twin.step(1)  # turn right: only the copy's view changes
     assert np.array_equal(twin.gen_obs()["image"], MiniGridEnv.gen_obs(twin)["image"])
     assert np.array_equal(sim.gen_obs()["image"], MiniGridEnv.gen_obs(sim)["image"])

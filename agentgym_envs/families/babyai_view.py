@@ -129,12 +129,31 @@ def _minigrid_gen_obs(env: Any) -> dict[str, Any]:
     return MiniGridEnv.gen_obs(env)
 
 
+class FastView:
+    """``env.gen_obs`` as :func:`fast_gen_obs` (an object, not a bound method: a bound method set on an instance
+    does not pickle, and environments are pickled).
+
+    Example:
+        >>> sim.gen_obs = FastView(sim); sim.gen_obs()["direction"]   # doctest: +SKIP
+        0
+    """
+
+    __slots__ = ("env",)
+
+    def __init__(self, env: Any) -> None:
+        self.env = env
+
+    def __call__(self) -> dict[str, Any]:
+        return fast_gen_obs(self.env)
+
+
 def install_fast_view(env: Any) -> bool:
     """Make ``env.gen_obs()`` (and so every ``reset``/``step`` observation) use :func:`fast_gen_obs`.
 
     Only for an environment whose class keeps minigrid's own ``gen_obs``, ``gen_obs_grid`` and
-    ``get_view_exts`` (every BabyAI level does); any other is left alone.  The override is a bound
-    method on the instance, so ``copy.deepcopy`` of the environment binds it to the copy.
+    ``get_view_exts`` (every BabyAI level does); any other is left alone.  The override is a
+    :class:`FastView` held by the instance, so ``copy.deepcopy`` and ``pickle`` of the environment give the copy
+    its own.
 
     Args:
         env: a raw (unwrapped) ``minigrid.minigrid_env.MiniGridEnv``.
@@ -154,5 +173,5 @@ def install_fast_view(env: Any) -> bool:
         getattr(cls, name) is not getattr(MiniGridEnv, name) for name in ("gen_obs", "gen_obs_grid", "get_view_exts")
     ):
         return False
-    env.gen_obs = types.MethodType(fast_gen_obs, env)
+    env.gen_obs = FastView(env)
     return True

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from agentgym_envs.errors import DataNotFoundError
 
 
@@ -81,8 +83,6 @@ class SearchIndex:
 
     def search(self, query: str, k: int = 5) -> list[tuple[Document, float]]:
         """The top ``k`` documents with a positive BM25 score, best first (ties: corpus order)."""
-        import numpy as np
-
         tokens = self._bm25s.tokenize([query], return_ids=False, show_progress=False)
         if not tokens or not tokens[0] or k < 1:
             return []

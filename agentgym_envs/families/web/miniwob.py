@@ -295,12 +295,16 @@ class MiniWoBEnv(WebEnv):
         return _task_start(utterance)
 
     def _start_and_read(self, script: str, args: list[Any]) -> Any:
-        """Start the episode in the loaded task page and return the utterance (one round trip)."""
+        """Start the episode in the loaded task page and return the utterance (one round trip).
+
+        ``args``: seed, mode, time limit and the in-page wait (ms), which the call's deadline allows for.
+        """
         session = self.session
         assert session is not None
+        wait_ms = self.browser_config.action_timeout_ms
         try:
             return session.call(session.page.evaluate, script, args,
-                                timeout_ms=self.browser_config.script_timeout_ms + args[-1],
+                                timeout_ms=self.browser_config.script_timeout_ms + wait_ms,
                                 what="starting and reading the task")
         except Exception as exc:  # noqa: BLE001
             session.raise_if_dead(exc)

@@ -8,8 +8,10 @@ One run compares, on the same model, environment, tasks, seeds, batch, turn and 
   tool, multi-turn through TRL's tool-calling loop);
 * ``ours-vllm`` (when ``vllm`` is importable by ``--vllm-python``): the same trainer with
   ``generation_backend="vllm"`` (vLLM colocated in the trainer's process, the policy's weights pushed into it
-  after each optimizer step, TRL's importance-sampling correction on).  On CPU vLLM reserves its KV-cache space
-  up front, so this row's peak memory is dominated by that reservation.
+  after each optimizer step, TRL's importance-sampling correction on), the engine compiled
+  (``vllm_enforce_eager=False``: its start, excluded from the figures, takes longer; ``--vllm-eager`` runs it
+  eager).  On CPU vLLM reserves its KV-cache space up front, so this row's peak memory is dominated by that
+  reservation.
 
 Fairness (what the rows share, checked and printed):
 
@@ -372,7 +374,7 @@ def run_ours(
 
     vllm_settings = dict(
         generation_backend="vllm", vllm_max_model_length=max(opts.max_context, 2048),
-        vllm_importance_sampling_correction=True,
+        vllm_importance_sampling_correction=True, vllm_enforce_eager=opts.vllm_eager,
     ) if vllm else {}
     args = AgentGRPOConfig(
         **common_config(opts, tempfile.mkdtemp(prefix="agentgym-bench-ours-")),
@@ -572,7 +574,10 @@ def child(opts: argparse.Namespace) -> int:
 
         traceback.print_exc()
         result = {"error": f"{type(exc).__name__}: {exc}"}
-    result.update(row=opts.child, trainer=DESCRIPTIONS[opts.child], wall_s=time.perf_counter() - start)
+    trainer = DESCRIPTIONS[opts.child]
+    if "vllm" in opts.child:
+        trainer += " [eager]" if opts.vllm_eager else " [compiled]"
+    result.update(row=opts.child, trainer=trainer, wall_s=time.perf_counter() - start)
     Path(opts.out).write_text(json.dumps(result))
     return 0 if "error" not in result else 1
 
@@ -711,6 +716,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"forced: every reply is the same act({FORCED_COMMAND!r}) call; sampled: free sampling")
     parser.add_argument("--threads", type=int, default=1, help="torch threads in each row's process")
     parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--vllm-eager", action="store_true",
+                        help="run the vLLM rows' engine without torch.compile (default: compiled)")
     parser.add_argument("--rows", default="ours,trl,ours-vllm", help=f"comma-separated, of {', '.join(ROWS)}")
     parser.add_argument("--with-fresh-prefill", action="store_true", help="add ours without the carried KV cache")
     parser.add_argument("--vllm-python", default=sys.executable,

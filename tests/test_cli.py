@@ -115,8 +115,11 @@ def test_ctrl_c_in_play_ends_it_without_a_traceback() -> None:
     import signal
     import time
 
+    # A test run started in the background (`pytest &` from a script) ignores SIGINT, and a child inherits that:
+    # Python then installs no Ctrl-C handler. A terminal's Ctrl-C reaches play with the default disposition.
     proc = subprocess.Popen([sys.executable, "-m", "agentgym_envs.cli", "play", "agentgym/TextCraft-v0"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         seen = ""

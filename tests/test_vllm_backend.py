@@ -103,16 +103,16 @@ def test_multi_turn_textcraft_episodes_are_token_exact_with_matching_logprobs(ba
         env.close()
 
 
-@needs_vllm
-def test_weight_push_changes_what_vllm_samples(backend, smollm2):
+def check_weight_push_changes_samples(engine, model, tok) -> None:
+    """A large weight update pushed into ``engine`` changes its greedy reply to the updated model's; pushing the
+    old weights back restores the reply (``model`` is left as it was)."""
     from agentgym_envs.generation.vllm import policy_weights
 
-    _, model, tok = smollm2
-    backend.settings = SamplingSettings(do_sample=False, stop_ids=(tok.eos_token_id,))
+    engine.settings = SamplingSettings(do_sample=False, stop_ids=(tok.eos_token_id,))
     context = tok.apply_chat_template([{"role": "user", "content": "Name a colour."}], add_generation_prompt=True)
     context = list(context["input_ids"] if hasattr(context, "keys") else context)
     request = [GenerationRequest("probe", context)]
-    before = backend.generate(request, 12)[0]
+    before = engine.generate(request, 12)[0]
     assert max_gap(before.logprobs, token_logprobs(model, context, before.ids)) < 2e-3
 
     original = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -123,8 +123,8 @@ def test_weight_push_changes_what_vllm_samples(backend, smollm2):
             if ".mlp." in name or "embed_tokens" in name:
                 param.add_(torch.randn(param.shape, generator=generator) * param.std() * 0.5)
     try:
-        backend.load_weights(policy_weights(model))
-        after = backend.generate(request, 12)[0]
+        engine.load_weights(policy_weights(model))
+        after = engine.generate(request, 12)[0]
         assert after.ids != before.ids
         # vLLM now serves the updated model: its log-probs are the updated model's, not the old one's.
         assert max_gap(after.logprobs, token_logprobs(model, context, after.ids)) < 2e-3
@@ -132,8 +132,14 @@ def test_weight_push_changes_what_vllm_samples(backend, smollm2):
         with torch.no_grad():
             for name, param in model.named_parameters():
                 param.copy_(original[name])
-        backend.load_weights(policy_weights(model))
-    assert backend.generate(request, 12)[0].ids == before.ids  # pushing the old weights back restores the samples
+        engine.load_weights(policy_weights(model))
+    assert engine.generate(request, 12)[0].ids == before.ids  # pushing the old weights back restores the samples
+
+
+@needs_vllm
+def test_weight_push_changes_what_vllm_samples(backend, smollm2):
+    _, model, tok = smollm2
+    check_weight_push_changes_samples(backend, model, tok)
 
 
 @needs_vllm
@@ -194,3 +200,25 @@ def test_close_frees_the_engine_and_is_final(backend):  # runs last: it closes t
     from process_checks import descendants  # children, less multiprocessing's fork server and resource tracker
 
     assert descendants() == set()
+
+
+@needs_vllm
+def test_compiled_engine_from_the_trainer_config_serves_pushed_weights(smollm2, tmp_path):
+    # After the module's eager engine is closed: one engine at a time. torch.compile could bake the weights into
+    # the compiled graph, so a push that reaches the eager engine is checked on the compiled one too.
+    from vllm.config import CompilationMode
+
+    from trl_plugins.config import AgentGRPOConfig
+    from trl_plugins.vllm_colocate import build_vllm_backend
+
+    _, model, tok = smollm2
+    args = AgentGRPOConfig(
+        output_dir=str(tmp_path), generation_backend="vllm", vllm_enforce_eager=False, vllm_max_model_length=2048,
+        report_to=[],
+    )
+    engine = build_vllm_backend(model, args, [tok.eos_token_id])
+    try:
+        assert engine.llm.llm_engine.vllm_config.compilation_config.mode != CompilationMode.NONE
+        check_weight_push_changes_samples(engine, model, tok)
+    finally:
+        engine.close()

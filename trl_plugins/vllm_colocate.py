@@ -113,7 +113,8 @@ def build_vllm_backend(
     ``model.name_or_path`` must be a local folder (vLLM loads the architecture and tokenizer from it; the trainer
     then pushes the current weights with ``backend.load_weights(policy_weights(model))``). ``args`` is a TRL
     ``GRPOConfig``: ``temperature``, ``top_p``, ``top_k``, ``seed``, ``vllm_gpu_memory_utilization``,
-    ``vllm_max_model_length``, ``vllm_enable_sleep_mode`` (refused), ``vllm_mode`` (``"colocate"`` only on CPU).
+    ``vllm_max_model_length``, ``vllm_enforce_eager``, ``vllm_enable_sleep_mode`` (refused), ``vllm_mode``
+    (``"colocate"`` only on CPU).
     ``backend_class`` (a ``VLLMBackend`` subclass) and ``engine_kwargs`` (passed on to ``vllm.LLM``, e.g.
     ``logits_processors``) are for a trainer subclass's :meth:`make_generation_backend`.
 
@@ -151,7 +152,7 @@ def build_vllm_backend(
         gpu_memory_utilization=float(getattr(args, "vllm_gpu_memory_utilization", 0.3)),
         max_model_len=getattr(args, "vllm_max_model_length", None),
         seed=int(seed or 0),
-        **engine_kwargs,
+        **{"enforce_eager": bool(getattr(args, "vllm_enforce_eager", True)), **engine_kwargs},
     )
 
 

@@ -6,19 +6,14 @@ import re
 
 import gymnasium as gym
 import pytest
+from web_checks import skip_without_chromium
 
-pytest.importorskip("playwright")
 pytest.importorskip("miniwob")
+skip_without_chromium()
 
 import agentgym_envs  # noqa: E402,F401
-from agentgym_envs.families.web.browser import find_chromium  # noqa: E402
 from agentgym_envs.families.web.miniwob import MiniWoBEnv, task_names  # noqa: E402
 from agentgym_envs.families.web.shop import WebShopEnv, make_goal  # noqa: E402
-
-try:
-    find_chromium()
-except Exception as exc:  # noqa: BLE001
-    pytest.skip(f"no Chromium: {exc}", allow_module_level=True)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+from web_checks import skip_without_chromium
 
-pytest.importorskip("playwright")
+skip_without_chromium()
 
 from agentgym_envs.core import TaskSplits, TaskStart  # noqa: E402
 from agentgym_envs.families.web.base import WebEnv, WebLimits  # noqa: E402
@@ -22,14 +23,8 @@ from agentgym_envs.families.web.browser import (  # noqa: E402
     BrowserConfig,
     SharedBrowser,
     browser_pids,
-    find_chromium,
 )
 from agentgym_envs.families.web.server import static_handler  # noqa: E402
-
-try:
-    find_chromium()
-except Exception as exc:  # noqa: BLE001
-    pytest.skip(f"no Chromium: {exc}", allow_module_level=True)
 
 PAGE = """<!DOCTYPE html><html><body>
 <h1>Test page</h1>

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from web_checks import skip_without_chromium
 
 from agentgym_envs.families.web.webarena.env import load_task_configs, resolve_placeholders
 from agentgym_envs.families.web.webarena.evaluators import (
@@ -111,19 +112,9 @@ def test_stored_suite_is_current_and_well_formed():
 
 
 # ---- real Chromium on the embedded sites ------------------------------------------------------------
-def _browser_or_skip():
-    pytest.importorskip("playwright")
-    from agentgym_envs.families.web.browser import find_chromium
-
-    try:
-        find_chromium()
-    except Exception as exc:  # noqa: BLE001
-        pytest.skip(f"no Chromium: {exc}")
-
-
 @pytest.fixture(scope="module")
 def env():
-    _browser_or_skip()
+    skip_without_chromium(module_level=False)
     from agentgym_envs.families.web.webarena.env import WebArenaEnv
 
     env = WebArenaEnv(split="test", expert_actions=True)
@@ -187,7 +178,7 @@ def test_requests_outside_the_task_sites_are_blocked_and_counted(env):
 
 
 def test_a_site_that_is_down_truncates_the_episode():
-    _browser_or_skip()
+    skip_without_chromium(module_level=False)
     import socket
 
     from agentgym_envs.families.web.webarena.env import WebArenaEnv

@@ -63,12 +63,49 @@ def _assert_honest_rows(rows: list[dict], families: set[str]) -> None:
 
 def test_textcraft_rows_time_the_same_steps_on_both_sides(tmp_path) -> None:
     rows_json = tmp_path / "rows.json"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {k: v for k, v in os.environ.items() if k != "AGENTGYM_TEXTCRAFT"}
+    env["PYTHONPATH"] = str(REPO)
     result = _run_throughput(REPO, env, "--family", "textcraft", "--quick", "--json", str(rows_json))
     assert result.returncode == 0, result.stderr[-2000:]
     rows = json.loads(rows_json.read_text())
     _assert_honest_rows(rows, families={"textcraft"})
     assert "| ratio per CPU s |" in result.stdout and "load average" in result.stdout
+    # Without AgentGym's TextCraft the rows against it are left out, and the output says so.
+    assert "AGENTGYM_TEXTCRAFT" in result.stderr and "(AgentGym)" not in result.stdout
+
+
+def test_a_wrong_agentgym_textcraft_folder_fails_the_family_with_its_reason(tmp_path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "AGENTGYM_TEXTCRAFT": str(tmp_path)}
+    result = _run_throughput(REPO, env, "--family", "textcraft", "--quick")
+    assert result.returncode != 0
+    assert f"AGENTGYM_TEXTCRAFT={tmp_path} holds no agentenv_textcraft/environment.py" in result.stderr
+
+
+def test_prepare_runs_untimed_before_every_call_of_its_side() -> None:
+    sys.path.insert(0, str(REPO))
+    import time
+
+    from benchmarks.throughput.common import head_to_head
+
+    log: list[str] = []
+
+    def prepare(side: str):
+        def run() -> None:
+            log.append(f"prepare {side}")
+            time.sleep(0.05)
+        return run
+
+    def work(side: str):
+        def run() -> int:
+            assert log[-1] == f"prepare {side}"  # prepared right before, every time
+            log.append(side)
+            return 5
+        return run
+
+    ours, native = head_to_head(work("ours"), work("native"), repeats=3, prepare=(prepare("ours"), prepare("native")))
+    assert log.count("prepare ours") == log.count("ours") == 4 and log.count("prepare native") == 4  # 1 warm-up
+    # 5 units in far less than the 50 ms the preparation sleeps: the preparation is not timed
+    assert ours.rate > 5 / 0.05 * 10 and native.rate > 5 / 0.05 * 10
 
 
 def test_a_row_whose_sides_did_different_work_is_refused() -> None:

@@ -122,12 +122,14 @@ def side_from_runs(runs: list[tuple[int, float, float]]) -> Side:
 
 
 def head_to_head(ours: Callable[[], int], native: Callable[[], int], repeats: int = 3,
-                 warmup: int = 1) -> tuple[Side, Side]:
+                 warmup: int = 1, prepare: tuple[Callable[[], object], Callable[[], object]] | None = None,
+                 ) -> tuple[Side, Side]:
     """Both sides of a row: ``warmup`` unmeasured calls each, then ``repeats`` measured calls each, interleaved.
 
     Each callable does one repetition of the work and returns how many units it did; the order alternates
     (ours first, then native first, ...) so that drifts in machine load hit both sides alike.  Raises if the
-    two sides did different amounts of work.
+    two sides did different amounts of work.  ``prepare`` (ours, native) runs untimed before each call of
+    that side (e.g. resetting a pool of environments, so that a row times steps alone).
 
     Example:
         >>> ours, native = head_to_head(lambda: 10, lambda: 10)
@@ -137,18 +139,26 @@ def head_to_head(ours: Callable[[], int], native: Callable[[], int], repeats: in
     if repeats < 3:
         raise ValueError(f"a row needs at least 3 measured repetitions per side, got {repeats}")
     process = psutil.Process()
+    before = {"ours": prepare[0], "native": prepare[1]} if prepare else {"ours": _nothing, "native": _nothing}
     for _ in range(warmup):
+        before["ours"]()
         ours()
+        before["native"]()
         native()
     runs: dict[str, list[tuple[int, float, float]]] = {"ours": [], "native": []}
     for i in range(repeats):
         order = (("ours", ours), ("native", native)) if i % 2 == 0 else (("native", native), ("ours", ours))
         for name, work in order:
+            before[name]()
             runs[name].append(_timed(work, process))
     a, b = side_from_runs(runs["ours"]), side_from_runs(runs["native"])
     if a.units != b.units:
         raise RuntimeError(f"the two sides did different work: ours {a.units} units, native {b.units}")
     return a, b
+
+
+def _nothing() -> None:
+    return None
 
 
 def measured(work: Callable[[], int], repeats: int = 3, warmup: int = 1) -> tuple[Side, None]:

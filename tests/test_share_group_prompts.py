@@ -239,3 +239,43 @@ def test_ppo_policy_scores_share_the_prompt_and_the_value_head_is_unchanged(tok,
     for name in grads:
         torch.testing.assert_close(s_grads[name], grads[name], atol=1e-5, rtol=1e-4)
     assert s_tokens[0] < tokens[0]
+
+
+def test_prompts_that_begin_alike_run_their_common_beginning_once(tok):
+    """Two groups whose prompts share their first 20 tokens (a system prompt, say), and a row of its own: the common
+    beginning runs once for both groups; scores and gradients are the usual forward's."""
+    torch.manual_seed(0)
+    model, accelerator = tiny_model(tok).float(), Accelerator()
+    system = list(range(5, 25))
+    first, second = system + [30, 31, 32], system + [40, 41]
+    prompts = [first, second, first, second, system + [50]]
+    completions = [[60, 61, 62, 63], [64, 65], [66, 67, 68], [69, 70, 71, 72, 73], [74, 75]]
+    samples = [{"prompt": p, "completion": c, "mask": [int(i != 1) for i in range(len(c))], "turn_ids": [0] * len(c),
+                "advantages": [1.0] * len(c)} for p, c in zip(prompts, completions, strict=True)]  # fmt: skip
+    batch = pad_samples(samples, tok.pad_token_id, "cpu")
+    weights = torch.randn(batch["completion_ids"].shape)
+    results = []
+    for score in (unshared_scores, shared_scores):
+        tokens = embedded_tokens(model)
+        model.zero_grad()
+        logps, entropy = score(model, batch, accelerator)
+        ((logps * weights).sum() + (entropy * weights).sum()).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((logps.detach(), entropy.detach(), grads, tokens[0]))
+        model.get_input_embeddings()._forward_pre_hooks.clear()
+    (logps, entropy, grads, tokens), (s_logps, s_entropy, s_grads, s_tokens) = results
+    torch.testing.assert_close(s_logps, logps, atol=1e-5, rtol=0)
+    torch.testing.assert_close(s_entropy, entropy, atol=1e-5, rtol=0)
+    for name in grads:
+        torch.testing.assert_close(s_grads[name], grads[name], atol=1e-5, rtol=1e-4)
+    # the common 20 tokens once, then each group's remaining 3 and 2 prompt tokens, the groups' completions minus
+    # their last token (2 rows x 3 and 2 rows x 4 columns) and the lone row whole (21 prompt + 2 completion columns,
+    # the usual path: it shares no prompt)
+    assert s_tokens == 20 + 3 + 2 + 2 * 3 + 2 * 4 + (21 + 2)
+    # min_common_prefix above the common length: each group's prompt runs whole, as before
+    head_model = shared_prompt_model(model, accelerator)
+    tokens = embedded_tokens(model)
+    shared_prompt_logps_and_entropy(head_model, batch, accelerator=accelerator, min_common_prefix=21,
+                                    score_rows=lambda rows: unshared_scores(model, rows, accelerator))  # fmt: skip
+    model.get_input_embeddings()._forward_pre_hooks.clear()
+    assert tokens[0] == 23 + 22 + 2 * 3 + 2 * 4 + (21 + 2)

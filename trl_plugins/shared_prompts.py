@@ -8,6 +8,10 @@ completion tokens' log-probs and entropies come out in the layout of
 the same numbers up to float rounding; the prompt's gradient is the sum of its rows' (the cache repeat is
 differentiable).  Rows whose prompt no other row has are scored as before.
 
+Prompts of different tasks usually begin alike too (the system prompt, the tool schemas, the task's preamble):
+where two or more shared prompts start with the same tokens, that common beginning is run once for all of them
+(``min_common_prefix`` tokens or more), and each prompt's own remainder continues from its KV cache.
+
 Example:
     >>> import torch
     >>> from accelerate import Accelerator
@@ -37,12 +41,16 @@ from trl_plugins.batch import trim_padding
 from trl_plugins.entropy import logps_and_entropy
 from trl_plugins.scoring import dropout_active, plain_head_model
 
-__all__ = ["shared_prompt_logps_and_entropy", "shared_prompt_model", "shared_prompt_sets"]
+__all__ = ["common_prefix_length", "shared_prompt_logps_and_entropy", "shared_prompt_model", "shared_prompt_sets"]
 
 #: Batch keys of image/audio inputs: the prompt's tokens alone do not say what the model sees.
 MULTIMODAL_KEYS = ("pixel_values", "image_grid_thw", "pixel_attention_mask", "image_sizes", "input_features")
 
 ScoreRows = Callable[[dict[str, Any]], tuple[torch.Tensor, torch.Tensor]]
+
+#: Shared prompts' common first tokens are run once for all of them from this many on: below it, the saved work
+#: is smaller than the cost of one more backbone call.
+MIN_COMMON_PREFIX = 16
 
 
 def shared_prompt_sets(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> list[list[int]]:
@@ -104,6 +112,7 @@ def shared_prompt_logps_and_entropy(
     accelerator: Any,
     score_rows: ScoreRows | None,
     temperature: float = 1.0,
+    min_common_prefix: int = MIN_COMMON_PREFIX,
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Per-token log-probs and entropies of a micro-batch's completion tokens, each shared prompt run once.
 
@@ -115,6 +124,8 @@ def shared_prompt_logps_and_entropy(
         score_rows: scores a sub-batch of rows whose prompt no other row shares (the usual path); may be ``None``
             when every row shares its prompt.
         temperature: logits are divided by it.
+        min_common_prefix: the shared prompts' common first tokens are run once for all of them when there are at
+            least this many (``0``: never).
 
     Returns:
         ``(logps, entropy)``, ``(rows, completion width)`` each, or ``None`` when no two rows share a prompt (the
@@ -130,9 +141,13 @@ def shared_prompt_logps_and_entropy(
     mask = (completion_mask * batch["tool_mask"]).float()
     width = completion_ids.size(1)
     pieces: list[tuple[list[int], torch.Tensor, torch.Tensor]] = []
-    for rows in sets:
+    prompts = [prompt_ids[rows[0]][prompt_mask[rows[0]].bool()] for rows in sets]
+    prefix = None
+    common = common_prefix_length(prompts) if len(prompts) > 1 else 0
+    if min_common_prefix > 0 and common >= min_common_prefix:
+        prefix = _PrefixCache.run(head_model, prompts[0][:common], completion_mask.dtype, accelerator)
+    for rows, prompt in zip(sets, prompts, strict=True):
         index = torch.tensor(rows, device=prompt_ids.device)
-        prompt = prompt_ids[rows[0]][prompt_mask[rows[0]].bool()]
         used = int(completion_mask[index].sum(1).max())
         logps, entropy = _shared_set_scores(
             head_model,
@@ -142,6 +157,7 @@ def shared_prompt_logps_and_entropy(
             mask[index, :used],
             accelerator,
             temperature,
+            prefix,
         )
         pieces.append((rows, logps, entropy))
     shared = {row for rows in sets for row in rows}
@@ -169,8 +185,12 @@ def _shared_set_scores(
     mask: torch.Tensor,
     accelerator: Any,
     temperature: float,
+    prefix: _PrefixCache | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scores of ``k`` rows with one prompt: the prompt's forward once, its KV cache repeated to the ``k`` rows."""
+    """Scores of ``k`` rows with one prompt: the prompt's forward once, its KV cache repeated to the ``k`` rows.
+
+    With ``prefix`` (the KV cache of the prompt's first ``prefix.length`` tokens) only the rest of the prompt runs.
+    """
     rows, used = completion_ids.shape
     if used == 0:
         empty = mask.new_zeros((rows, 0))
@@ -179,11 +199,13 @@ def _shared_set_scores(
     head = head_model.get_output_embeddings()
     n_prompt = prompt.numel()
     device = prompt.device
+    start = 0 if prefix is None else prefix.length
     with accelerator.autocast():
         out = backbone(
-            input_ids=prompt[None],
+            input_ids=prompt[None, start:],
             attention_mask=torch.ones(1, n_prompt, dtype=completion_mask.dtype, device=device),
-            position_ids=torch.arange(n_prompt, device=device)[None],
+            position_ids=torch.arange(start, n_prompt, device=device)[None],
+            past_key_values=None if prefix is None else prefix.cache(),
             use_cache=True,
         )
         # The prompt's last position predicts completion token 0; completion position j predicts token j + 1, so
@@ -207,6 +229,62 @@ def _shared_set_scores(
     return logps_and_entropy(
         hidden, completion_ids, head.weight, head.bias, temperature=temperature, mask=mask, chunk_size=1024
     )
+
+
+def common_prefix_length(prompts: list[torch.Tensor]) -> int:
+    """How many first tokens all ``prompts`` share, at most the shortest one's length minus one.
+
+    Each prompt keeps at least its last token for itself: that position's hidden state predicts the first
+    completion token.
+
+    Example:
+        >>> common_prefix_length([torch.tensor([1, 2, 3, 4]), torch.tensor([1, 2, 5]), torch.tensor([1, 2, 3])])
+        2
+        >>> common_prefix_length([torch.tensor([1, 2]), torch.tensor([1, 2])])
+        1
+    """
+    shortest = min(p.numel() for p in prompts)
+    if shortest < 2:
+        return 0
+    stacked = torch.stack([p[: shortest - 1] for p in prompts])
+    differs = (stacked != stacked[:1]).any(0).nonzero()
+    return int(differs[0]) if differs.numel() else shortest - 1
+
+
+class _PrefixCache:
+    """The KV cache of prompts' common first tokens, run once (with grad); :meth:`cache` gives each prompt its own."""
+
+    def __init__(self, length: int, layers: list[tuple[torch.Tensor, torch.Tensor]]):
+        self.length = length
+        self.layers = layers
+
+    @classmethod
+    def run(cls, head_model: Any, ids: torch.Tensor, mask_dtype: torch.dtype, accelerator: Any) -> _PrefixCache | None:
+        """The prefix's forward, or ``None`` where its cache is not a plain per-layer keys-and-values cache."""
+        from transformers import DynamicCache
+
+        backbone = getattr(head_model, head_model.base_model_prefix)
+        n = ids.numel()
+        with accelerator.autocast():
+            cache = backbone(
+                input_ids=ids[None],
+                attention_mask=torch.ones(1, n, dtype=mask_dtype, device=ids.device),
+                position_ids=torch.arange(n, device=ids.device)[None],
+                use_cache=True,
+            ).past_key_values
+        layers = getattr(cache, "layers", None)
+        if type(cache) is not DynamicCache or not layers:
+            return None
+        return cls(n, [(layer.keys, layer.values) for layer in layers])
+
+    def cache(self) -> Any:
+        """A new cache holding the prefix's keys and values (a prompt's forward extends its copy, not the shared one)."""
+        from transformers import DynamicCache
+
+        fresh = DynamicCache()
+        for index, (keys, values) in enumerate(self.layers):
+            fresh.update(keys, values, index)
+        return fresh
 
 
 def _unshared_rows(batch: dict[str, Any], rows: list[int]) -> dict[str, Any]:

@@ -131,7 +131,8 @@ class AgentGRPOConfig(GRPOConfig):
         share_group_prompts: in the loss forward, rows of a micro-batch with token-identical prompts (the episodes
             of a GRPO group) run the prompt once (batch 1, with grad) and their completions on its KV cache, repeated
             to the rows: the same log-probs, entropies and gradients up to float rounding, with the prompt's
-            forward and backward done once per set instead of once per row.  Applies to plain decoder-only
+            forward and backward done once per set instead of once per row (and the sets' common first tokens,
+            such as a system prompt, once per micro-batch).  Applies to plain decoder-only
             full-attention ``*ForCausalLM`` models without gradient checkpointing (set
             ``gradient_checkpointing=False``: GRPOConfig turns it on by default; a warning says so) or active
             dropout; elsewhere, and in micro-batches where no two rows share a prompt, the usual forward runs (see

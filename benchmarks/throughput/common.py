@@ -100,13 +100,18 @@ def cpu_seconds(process: psutil.Process) -> float:
     return total
 
 
-def _timed(work: Callable[[], int], process: psutil.Process) -> tuple[int, float, float]:
-    """(units, wall seconds, CPU seconds) of one call of ``work``."""
+def _timed(work: Callable[[], int | tuple[int, float]], process: psutil.Process) -> tuple[int, float, float]:
+    """(units, wall seconds, CPU seconds) of one call of ``work``.
+
+    ``work`` returns its units, or ``(units, seconds)`` where ``seconds`` are waits inside it that it timed itself
+    and that are not part of the work (left out of the wall time; their little CPU time stays in).
+    """
     cpu = cpu_seconds(process)
     start = time.perf_counter()
-    units = work()
+    done = work()
     wall = time.perf_counter() - start
-    return units, wall, cpu_seconds(process) - cpu
+    units, waited = done if isinstance(done, tuple) else (done, 0.0)
+    return units, wall - waited, cpu_seconds(process) - cpu
 
 
 def side_from_runs(runs: list[tuple[int, float, float]]) -> Side:
@@ -121,12 +126,14 @@ def side_from_runs(runs: list[tuple[int, float, float]]) -> Side:
                 statistics.median(cpu_rates) if cpu_rates else None)
 
 
-def head_to_head(ours: Callable[[], int], native: Callable[[], int], repeats: int = 3,
+def head_to_head(ours: Callable[[], int | tuple[int, float]], native: Callable[[], int | tuple[int, float]],
+                 repeats: int = 3,
                  warmup: int = 1, prepare: tuple[Callable[[], object], Callable[[], object]] | None = None,
                  ) -> tuple[Side, Side]:
     """Both sides of a row: ``warmup`` unmeasured calls each, then ``repeats`` measured calls each, interleaved.
 
-    Each callable does one repetition of the work and returns how many units it did; the order alternates
+    Each callable does one repetition of the work and returns how many units it did (or ``(units, seconds)``,
+    ``seconds`` of waits inside it that are not the work, which it timed itself); the order alternates
     (ours first, then native first, ...) so that drifts in machine load hit both sides alike.  Raises if the
     two sides did different amounts of work.  ``prepare`` (ours, native) runs untimed before each call of
     that side (e.g. resetting a pool of environments, so that a row times steps alone).

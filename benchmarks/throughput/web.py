@@ -13,8 +13,9 @@ A click waits for the element to be stable over two animation frames, so its tim
 frame (about 17 ms at Chromium's 60 Hz): in a tight loop, where one step ends within a frame decides whether
 the next click waits one frame more, and either side can land a frame behind for a whole run.  The click rows
 therefore time one step at a time, each started right after an animation frame of its page (an untimed
-wait), so that both sides start every click at the same point of a frame.  In training, steps are apart by
-the model's generation and land anywhere in a frame.
+wait), so that both sides start every click at the same point of a frame; the episode rows wait (untimed) for
+a frame between the reset and the click.  In training, steps are apart by the model's generation and land
+anywhere in a frame.
 
     .venv/bin/python benchmarks/env_throughput.py --family web --quick
 """
@@ -22,6 +23,7 @@ the model's generation and land anywhere in a frame.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -46,14 +48,13 @@ def _native_page(env: MiniWoBEnv, task: str) -> Iterator[Any]:
         context.close()
 
 
-def _head_to_head(ours: Callable[[], object], native: Callable[[], object], n: int, quick: bool):
-    """Both sides of a row: ``n`` calls of ``ours`` and of ``native`` a repetition, interleaved."""
+def _head_to_head(ours: Callable[[], float], native: Callable[[], float], n: int, quick: bool):
+    """Both sides of a row: ``n`` calls of ``ours`` and of ``native`` a repetition, interleaved; each call returns
+    the seconds it waited for a frame (left out of the time)."""
 
-    def times(action: Callable[[], object]) -> Callable[[], int]:
-        def run() -> int:
-            for _ in range(n):
-                action()
-            return n
+    def times(action: Callable[[], float]) -> Callable[[], tuple[int, float]]:
+        def run() -> tuple[int, float]:
+            return n, sum(action() for _ in range(n))
 
         return run
 
@@ -62,6 +63,13 @@ def _head_to_head(ours: Callable[[], object], native: Callable[[], object], n: i
 
 #: Resolves at the page's next animation frame.
 NEXT_FRAME_JS = "() => new Promise(resolve => requestAnimationFrame(() => resolve(null)))"
+
+
+def _next_frame(page: Any) -> float:
+    """Wait for ``page``'s next animation frame; the seconds waited."""
+    start = time.perf_counter()
+    page.evaluate(NEXT_FRAME_JS)
+    return time.perf_counter() - start
 
 
 def _frame_aligned(ours: Callable[[], object], native: Callable[[], object], ours_page: Any, native_page: Any,
@@ -129,10 +137,13 @@ def _episodes(quick: bool) -> list[Row]:
         kept_env.reset(seed=0)
         seeds = iter(range(10**6))
 
-        def episode(on: MiniWoBEnv) -> Callable[[], None]:
-            def run() -> None:
+        def episode(on: MiniWoBEnv) -> Callable[[], float]:
+            def run() -> float:
                 on.reset(options={"task": f"click-test/{100 + next(seeds) % 1000}"})
+                assert on.session is not None
+                waited = _next_frame(on.session.page)
                 on.step(f"click({on.find_node(role='button').id})")
+                return waited
 
             return run
 
@@ -141,17 +152,19 @@ def _episodes(quick: bool) -> list[Row]:
         with _native_page(env, "click-test") as page:
             url = env.server.url("miniwob/click-test.html")
 
-            def native_episode() -> None:
+            def native_episode() -> float:
                 page.evaluate(START_JS, [str(next(seeds)), "train", 10**9])
                 page.evaluate("core.getUtterance()")
                 page.evaluate(NATIVE_STATE_JS)
+                waited = _next_frame(page)
                 page.click("#subbtn")
                 page.evaluate(NATIVE_STATE_JS)
+                return waited
 
-            def native_fresh_page() -> None:
+            def native_fresh_page() -> float:
                 page.goto(url)
                 page.wait_for_function("typeof core !== 'undefined' && core.cover_div !== null")
-                native_episode()
+                return native_episode()
 
             n = 5 if quick else 15
             fresh = _head_to_head(ours, native_fresh_page, n, quick)
@@ -161,17 +174,20 @@ def _episodes(quick: bool) -> list[Row]:
             Row.compared("web", "MiniWoB click-test: episode, a fresh page on both sides", fresh, "episodes/s",
                          "ours = reset (page load, listing) + click step; native = goto + task API + page.click "
                          "+ getDOMInfo and reward after each",
-                         leaves_out="native: our element numbering, probe and text listing"),
+                         leaves_out="native: our element numbering, probe and text listing; both: the wait for a "
+                         "frame between reset and click"),
             Row.compared("web", "MiniWoB click-test: episode, native keeps its page", kept, "episodes/s",
                          "as above, but native restarts the task in the page it has (MiniWoB's default); ours "
                          "loads the page afresh every episode so that a task and seed give the same episode",
-                         leaves_out="native: the page load (the cost of our fresh page per episode)"),
+                         leaves_out="native: the page load (the cost of our fresh page per episode); both: the wait "
+                         "for a frame between reset and click"),
             Row.compared("web", "MiniWoB click-test: episode, both sides keep their page (reuse_page=True)",
                          both_kept, "episodes/s",
                          "ours = MiniWoBEnv(reuse_page=True): reset restarts the task in the page it has (focus, "
                          "scroll cleared; listing) + click step; native = task API + page.click + getDOMInfo and "
                          "reward after each, in its kept page",
-                         leaves_out="native: our element numbering, probe and text listing"),
+                         leaves_out="native: our element numbering, probe and text listing; both: the wait for a "
+                         "frame between reset and click"),
         ]
     finally:
         env.close()

@@ -47,10 +47,15 @@ def hand_batch(pad_id: int) -> dict:
     prompts = [long, short, long, [50, 51], short, long, short]
     completions = [[20, 21, 22, 23, 24], [34], [25, 26], [60, 61, 62], [35, 36, 37], [27, 28, 29, 30, 31, 32, 33, 40],
                    [46, 47]]  # fmt: skip
+    return padded_batch(prompts, completions, pad_id)
+
+
+def padded_batch(prompts: list[list[int]], completions: list[list[int]], pad_id: int) -> dict:
+    """The trainer's padded batch of these rows; each completion's third token is an environment token (no loss)."""
     samples = []
     for prompt, completion in zip(prompts, completions, strict=True):
         n = len(completion)
-        mask = [int(i != 2) for i in range(n)]  # the third token an environment token (no loss)
+        mask = [int(i != 2) for i in range(n)]
         samples.append({"prompt": prompt, "completion": completion, "mask": mask, "turn_ids": [0] * n,
                         "advantages": [1.0] * n})  # fmt: skip
     return pad_samples(samples, pad_id, "cpu")
@@ -70,12 +75,9 @@ def shared_scores(model, batch, accelerator, temperature=1.0):
     )  # fmt: skip
 
 
-def test_shared_prompt_scores_and_gradients_equal_the_unshared_forward(tok):
-    torch.manual_seed(0)
-    model, accelerator = tiny_model(tok).float(), Accelerator()
-    batch = hand_batch(tok.pad_token_id)
-    assert shared_prompt_sets(batch["prompt_ids"], batch["prompt_mask"]) == [[0, 2, 5], [1, 4, 6]]
-    assert not batch["prompt_mask"].all() and not batch["completion_mask"].all()  # padding on both sides
+def both_paths(model, batch, accelerator) -> list[tuple]:
+    """``(logps, entropy, gradients, backbone tokens)`` of the usual forward, then of the shared one (the same random
+    weighting of the scores backpropagated through each)."""
     weights = torch.randn(batch["completion_ids"].shape)
     results = []
     for score in (unshared_scores, shared_scores):
@@ -86,7 +88,16 @@ def test_shared_prompt_scores_and_gradients_equal_the_unshared_forward(tok):
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
         results.append((logps.detach(), entropy.detach(), grads, tokens[0]))
         model.get_input_embeddings()._forward_pre_hooks.clear()
-    (logps, entropy, grads, tokens), (s_logps, s_entropy, s_grads, s_tokens) = results
+    return results
+
+
+def test_shared_prompt_scores_and_gradients_equal_the_unshared_forward(tok):
+    torch.manual_seed(0)
+    model, accelerator = tiny_model(tok).float(), Accelerator()
+    batch = hand_batch(tok.pad_token_id)
+    assert shared_prompt_sets(batch["prompt_ids"], batch["prompt_mask"]) == [[0, 2, 5], [1, 4, 6]]
+    assert not batch["prompt_mask"].all() and not batch["completion_mask"].all()  # padding on both sides
+    (logps, entropy, grads, tokens), (s_logps, s_entropy, s_grads, s_tokens) = both_paths(model, batch, accelerator)
     assert s_logps.shape == logps.shape and s_entropy.shape == entropy.shape
     torch.testing.assert_close(s_logps, logps, atol=1e-5, rtol=0)
     torch.testing.assert_close(s_entropy, entropy, atol=1e-5, rtol=0)
@@ -250,20 +261,8 @@ def test_prompts_that_begin_alike_run_their_common_beginning_once(tok):
     first, second = system + [30, 31, 32], system + [40, 41]
     prompts = [first, second, first, second, system + [50]]
     completions = [[60, 61, 62, 63], [64, 65], [66, 67, 68], [69, 70, 71, 72, 73], [74, 75]]
-    samples = [{"prompt": p, "completion": c, "mask": [int(i != 1) for i in range(len(c))], "turn_ids": [0] * len(c),
-                "advantages": [1.0] * len(c)} for p, c in zip(prompts, completions, strict=True)]  # fmt: skip
-    batch = pad_samples(samples, tok.pad_token_id, "cpu")
-    weights = torch.randn(batch["completion_ids"].shape)
-    results = []
-    for score in (unshared_scores, shared_scores):
-        tokens = embedded_tokens(model)
-        model.zero_grad()
-        logps, entropy = score(model, batch, accelerator)
-        ((logps * weights).sum() + (entropy * weights).sum()).backward()
-        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-        results.append((logps.detach(), entropy.detach(), grads, tokens[0]))
-        model.get_input_embeddings()._forward_pre_hooks.clear()
-    (logps, entropy, grads, tokens), (s_logps, s_entropy, s_grads, s_tokens) = results
+    batch = padded_batch(prompts, completions, tok.pad_token_id)
+    (logps, entropy, grads, tokens), (s_logps, s_entropy, s_grads, s_tokens) = both_paths(model, batch, accelerator)
     torch.testing.assert_close(s_logps, logps, atol=1e-5, rtol=0)
     torch.testing.assert_close(s_entropy, entropy, atol=1e-5, rtol=0)
     for name in grads:

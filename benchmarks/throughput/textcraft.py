@@ -107,13 +107,7 @@ def rows(quick: bool) -> list[Row]:
 
     repeats = 3 if quick else 5
     note = f"{len(episodes)} test goals, {n_steps} expert steps, resets included; native = bare game core"
-    return _core_rows(ours, native, ours_resets, native_resets, ours_with_expert, native_with_expert,
-                      episodes, n_steps, repeats, note) + _agentgym_rows(episodes, repeats)
-
-
-def _core_rows(ours, native, ours_resets, native_resets, ours_with_expert, native_with_expert,
-               episodes, n_steps, repeats, note) -> list[Row]:
-    return [
+    core_rows = [
         Row.compared("textcraft", "expert commands", head_to_head(ours, native, repeats), note=note,
                      leaves_out="native: parsing, info dict, Gymnasium wrappers (that is the difference measured)"),
         Row.compared("textcraft", "reset", head_to_head(ours_resets, native_resets, repeats), "resets/s",
@@ -123,6 +117,7 @@ def _core_rows(ours, native, ours_resets, native_resets, ours_with_expert, nativ
                      head_to_head(ours_with_expert, native_with_expert, repeats), note=note,
                      leaves_out="native: parsing, info dict, wrappers; plan and valid commands on both sides"),
     ]
+    return core_rows + _agentgym_rows(episodes, repeats)
 
 
 def agentgym_textcraft() -> types.ModuleType | None:

@@ -12,9 +12,9 @@ and browser memory per environment (PSS of Chromium's processes).
 A click waits for the element to be stable over two animation frames, so its time comes in steps of a
 frame (about 17 ms at Chromium's 60 Hz): in a tight loop, where one step ends within a frame decides whether
 the next click waits one frame more, and either side can land a frame behind for a whole run.  The click rows
-therefore time one step at a time, each started right after an animation frame of its page (an untimed
-wait), so that both sides start every click at the same point of a frame; the episode rows wait (untimed) for
-a frame between the reset and the click.  In training, steps are apart by the model's generation and land
+therefore start each step right after an animation frame of its page (a wait left out of the time), so that
+both sides start every click at the same point of a frame; the episode rows wait (untimed) for a frame
+between the reset and the click.  In training, steps are apart by the model's generation and land
 anywhere in a frame.
 
     .venv/bin/python benchmarks/env_throughput.py --family web --quick
@@ -50,7 +50,7 @@ def _native_page(env: MiniWoBEnv, task: str) -> Iterator[Any]:
 
 def _head_to_head(ours: Callable[[], float], native: Callable[[], float], n: int, quick: bool):
     """Both sides of a row: ``n`` calls of ``ours`` and of ``native`` a repetition, interleaved; each call returns
-    the seconds it waited for a frame (left out of the time)."""
+    the seconds it waited for a frame before its click (left out of the time)."""
 
     def times(action: Callable[[], float]) -> Callable[[], tuple[int, float]]:
         def run() -> tuple[int, float]:
@@ -72,21 +72,6 @@ def _next_frame(page: Any) -> float:
     return time.perf_counter() - start
 
 
-def _frame_aligned(ours: Callable[[], object], native: Callable[[], object], ours_page: Any, native_page: Any,
-                   steps: int):
-    """Both sides of a click row: ``steps`` single steps a side, interleaved, each timed from a frame start."""
-
-    def one(action: Callable[[], object]) -> Callable[[], int]:
-        def run() -> int:
-            action()
-            return 1
-
-        return run
-
-    return head_to_head(one(ours), one(native), repeats=steps, warmup=3,
-                        prepare=(lambda: ours_page.evaluate(NEXT_FRAME_JS),
-                                 lambda: native_page.evaluate(NEXT_FRAME_JS)))
-
 
 #: What MiniWoB's own environment reads after every action and reset (``get_state``): the elements
 #: (``core.getDOMInfo``) and the reward globals.
@@ -100,20 +85,29 @@ def _clicks(quick: bool) -> list[Row]:
         box = env.find_node(role="checkbox").id
         with _native_page(env, "click-checkboxes") as page:
             page.evaluate(START_JS, ["1", "test", 10**9])
-            steps = 15 if quick else 41
+            n = 10 if quick else 30
             assert env.session is not None
             our_page = env.session.page
 
-            def native_step() -> None:
+            def native_step() -> float:
+                waited = _next_frame(page)
                 page.click("#ch0")
                 page.evaluate(NATIVE_STATE_JS)
+                return waited
 
-            def our_step() -> None:
+            def bare_native_step() -> float:
+                waited = _next_frame(page)
+                page.click("#ch0")
+                return waited
+
+            def our_step() -> float:
+                waited = _next_frame(our_page)
                 env.step(f"click({box})")
+                return waited
 
-            same = _frame_aligned(our_step, native_step, our_page, page, steps)
-            bare = _frame_aligned(our_step, lambda: page.click("#ch0"), our_page, page, steps)
-        aligned = "; each step timed alone from the start of an animation frame (median of the steps)"
+            same = _head_to_head(our_step, native_step, n, quick)
+            bare = _head_to_head(our_step, bare_native_step, n, quick)
+        aligned = "; each step timed from the start of an animation frame"
         return [
             Row.compared("web", "MiniWoB click-checkboxes: click and read the page", same, "actions/s",
                          "ours = click + element listing + task state; native = page.click + getDOMInfo + reward"

@@ -127,16 +127,16 @@ def side_from_runs(runs: list[tuple[int, float, float]]) -> Side:
 
 
 def head_to_head(ours: Callable[[], int | tuple[int, float]], native: Callable[[], int | tuple[int, float]],
-                 repeats: int = 3,
-                 warmup: int = 1, prepare: tuple[Callable[[], object], Callable[[], object]] | None = None,
-                 ) -> tuple[Side, Side]:
+                 repeats: int = 3, warmup: int = 1,
+                 prepare: tuple[Callable[[], object], Callable[[], object]] | None = None) -> tuple[Side, Side]:
     """Both sides of a row: ``warmup`` unmeasured calls each, then ``repeats`` measured calls each, interleaved.
 
     Each callable does one repetition of the work and returns how many units it did (or ``(units, seconds)``,
     ``seconds`` of waits inside it that are not the work, which it timed itself); the order alternates
     (ours first, then native first, ...) so that drifts in machine load hit both sides alike.  Raises if the
     two sides did different amounts of work.  ``prepare`` (ours, native) runs untimed before each call of
-    that side (e.g. resetting a pool of environments, so that a row times steps alone).
+    that side, its CPU time left out too (e.g. resetting a pool of environments, so that a row times steps
+    alone); returned ``seconds`` suit idle waits between a repetition's steps, whose CPU time is negligible.
 
     Example:
         >>> ours, native = head_to_head(lambda: 10, lambda: 10)
@@ -146,7 +146,8 @@ def head_to_head(ours: Callable[[], int | tuple[int, float]], native: Callable[[
     if repeats < 3:
         raise ValueError(f"a row needs at least 3 measured repetitions per side, got {repeats}")
     process = psutil.Process()
-    before = {"ours": prepare[0], "native": prepare[1]} if prepare else {"ours": _nothing, "native": _nothing}
+    prepare_ours, prepare_native = prepare or (_nothing, _nothing)
+    before = {"ours": prepare_ours, "native": prepare_native}
     for _ in range(warmup):
         before["ours"]()
         ours()

@@ -260,22 +260,24 @@ class _PrefixCache:
 
     @classmethod
     def run(cls, head_model: Any, ids: torch.Tensor, mask_dtype: torch.dtype, accelerator: Any) -> _PrefixCache | None:
-        """The prefix's forward, or ``None`` where its cache is not a plain per-layer keys-and-values cache."""
+        """The prefix's forward into a cache of our own, or ``None`` (nothing run) where transformers' cache keeps
+        no per-layer keys and values to share."""
         from transformers import DynamicCache
 
+        cache = DynamicCache()
+        if not hasattr(cache, "layers"):
+            return None
         backbone = getattr(head_model, head_model.base_model_prefix)
         n = ids.numel()
         with accelerator.autocast():
-            cache = backbone(
+            backbone(
                 input_ids=ids[None],
                 attention_mask=torch.ones(1, n, dtype=mask_dtype, device=ids.device),
                 position_ids=torch.arange(n, device=ids.device)[None],
+                past_key_values=cache,
                 use_cache=True,
-            ).past_key_values
-        layers = getattr(cache, "layers", None)
-        if type(cache) is not DynamicCache or not layers:
-            return None
-        return cls(n, [(layer.keys, layer.values) for layer in layers])
+            )
+        return cls(n, [(layer.keys, layer.values) for layer in cache.layers])
 
     def cache(self) -> Any:
         """A new cache holding the prefix's keys and values (a prompt's forward extends its copy, not the shared one)."""
